@@ -1,0 +1,81 @@
+"""The ``prompttap`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
+
+from collector import config
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not a usage dump
+        self.exit(2, f"prompttap: {message} (see `prompttap {self.prog.split()[-1]} --help`)\n")
+
+
+def _version() -> str:
+    try:
+        return version("prompttap")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="prompttap", description="Record and inspect what LLM apps send to the model.")
+    parser.add_argument("--version", action="version", version=f"prompttap {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the recording proxy and the inspector")
+    serve.add_argument("--listen", metavar="HOST:PORT", help=f"proxy address (default {config.DEFAULT_LISTEN})")
+    serve.add_argument("--ui", metavar="HOST:PORT", help=f"inspector address (default {config.DEFAULT_UI})")
+    serve.add_argument("--no-ui", action="store_true", default=None, help="do not serve the inspector")
+    serve.add_argument(
+        "--upstream", metavar="URL", help=f"default upstream (default {config.DEFAULT_UPSTREAM}; env PROMPTTAP_UPSTREAM)"
+    )
+    serve.add_argument(
+        "--route",
+        metavar="NAME=URL",
+        action="append",
+        dest="routes",
+        help="forward /NAME/... to URL/... and label captures route=NAME (repeatable)",
+    )
+    serve.add_argument(
+        "--store", metavar="DSN", help="chdb:///path (embedded, default) or http(s)://user:pass@host:8123/db"
+    )
+    serve.add_argument("--home", metavar="DIR", help="data folder: spool and embedded store (default ./.prompttap)")
+    serve.add_argument("--config", metavar="FILE", help="prompttap.toml with the same settings")
+    serve.add_argument("--max-body-bytes", type=int, metavar="N", help="bodies larger than this are stored truncated")
+    serve.add_argument("--retention-days", type=int, metavar="N", help="drop captures older than N days (0 = never)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        settings = config.load(flags)
+    except config.ConfigError as exc:
+        print(f"prompttap: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        from collector.server import StartupError, serve
+
+        try:
+            return serve(settings)
+        except StartupError as exc:
+            print(f"prompttap: {exc}", file=sys.stderr)
+            return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

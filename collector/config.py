@@ -1,0 +1,176 @@
+"""Settings: defaults, then environment, then the config file, then flags.
+
+The precedence follows the CLI contract: flags override the file, environment variables
+fill in what neither sets. Settings are read once, at start-up, and frozen.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_LISTEN = "127.0.0.1:8787"
+DEFAULT_UI = "127.0.0.1:8788"
+DEFAULT_UPSTREAM = "https://api.openai.com"
+
+ENV = {
+    "upstream": "PROMPTTAP_UPSTREAM",
+    "store": "PROMPTTAP_STORE",
+    "home": "PROMPTTAP_HOME",
+    "listen": "PROMPTTAP_LISTEN",
+    "ui": "PROMPTTAP_UI",
+    "max_body_bytes": "PROMPTTAP_MAX_BODY_BYTES",
+    "retention_days": "PROMPTTAP_RETENTION_DAYS",
+}
+"""Environment variable for each setting that has one."""
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is shown to the user as is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where a route forwards to: ``base`` is scheme://host[:port], ``prefix`` its path."""
+
+    name: str
+    url: str
+    base: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, name: str, url: str) -> Upstream:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"upstream for route {name!r} must be an http(s) URL, got {url!r}")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"upstream URL {url!r} must not carry a query or fragment")
+        return cls(name, url, f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"))
+
+    def target_path(self, path: str) -> str:
+        """Join the upstream's own path with the request path.
+
+        Segments that end the upstream path and also start the request path are not
+        repeated, so ``https://host/v1`` + ``/v1/chat/completions`` is
+        ``https://host/v1/chat/completions`` while ``https://host/openai`` +
+        ``/v1/chat/completions`` is ``https://host/openai/v1/chat/completions``.
+        """
+        if not self.prefix:
+            return path
+        base = self.prefix.strip("/").split("/")
+        req = path.lstrip("/").split("/")
+        for k in range(min(len(base), len(req)), 0, -1):
+            if base[-k:] == req[:k]:
+                return "/" + "/".join(base + req[k:])
+        return self.prefix + path
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: tuple[str, int] = ("127.0.0.1", 8787)
+    ui: tuple[str, int] | None = ("127.0.0.1", 8788)
+    upstream: Upstream = field(default_factory=lambda: Upstream.parse("default", DEFAULT_UPSTREAM))
+    routes: dict[str, Upstream] = field(default_factory=dict)
+    home: Path = Path(".prompttap")
+    store: str = ""  # DSN; '' means the embedded store under ``home``
+    max_body_bytes: int = 32 * 2**20
+    retention_days: int = 0  # 0 keeps captures forever
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 600.0  # between bytes; long generations are normal
+    drain_after_finish_seconds: float = 5.0
+    drain_after_finish_bytes: int = 2**20
+    fsync_interval: float = 0.05
+    log_level: str = "info"
+
+    @property
+    def store_dsn(self) -> str:
+        return self.store or f"chdb://{(self.home / 'store').resolve()}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+
+def parse_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what} must be HOST:PORT, got {value!r}")
+    return (host.strip("[]") or "127.0.0.1", int(port))
+
+
+def parse_route(value: str) -> tuple[str, str]:
+    name, sep, url = value.partition("=")
+    if not sep or not name or not url:
+        raise ConfigError(f"--route must be NAME=URL, got {value!r}")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"route name {name!r} may use letters, digits, '-' and '_' only")
+    if name in ("_prompttap", "default"):
+        raise ConfigError(f"route name {name!r} is reserved")
+    return name, url
+
+
+def load(flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+    """Build Settings from CLI flags (None = not given), the config file and the environment."""
+    environ = dict(os.environ) if environ is None else environ
+    merged: dict[str, Any] = {}
+    for key, var in ENV.items():
+        if environ.get(var):
+            merged[key] = environ[var]
+    if flags.get("config"):
+        merged.update(_read_file(Path(flags["config"])))
+    merged.update({k: v for k, v in flags.items() if v is not None and k != "config"})
+
+    kw: dict[str, Any] = {}
+    if "listen" in merged:
+        kw["listen"] = parse_hostport(str(merged["listen"]), "--listen")
+    if merged.get("no_ui"):
+        kw["ui"] = None
+    elif "ui" in merged:
+        kw["ui"] = parse_hostport(str(merged["ui"]), "--ui")
+    if "upstream" in merged:
+        kw["upstream"] = Upstream.parse("default", str(merged["upstream"]))
+    routes: dict[str, Upstream] = {}
+    raw_routes = merged.get("routes", [])
+    if isinstance(raw_routes, dict):  # config file: [routes] name = "url"
+        raw_routes = [f"{k}={v}" for k, v in raw_routes.items()]
+    for item in raw_routes:
+        name, url = parse_route(str(item))
+        routes[name] = Upstream.parse(name, url)
+    kw["routes"] = routes
+    if "home" in merged:
+        kw["home"] = Path(str(merged["home"]))
+    if "store" in merged:
+        kw["store"] = _check_dsn(str(merged["store"]))
+    for key in ("max_body_bytes", "retention_days"):
+        if key in merged:
+            try:
+                kw[key] = int(merged[key])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key} must be an integer, got {merged[key]!r}") from None
+            if kw[key] < 0:
+                raise ConfigError(f"{key} must not be negative")
+    if "log_level" in merged:
+        kw["log_level"] = str(merged["log_level"])
+    return Settings(**kw)
+
+
+def _check_dsn(dsn: str) -> str:
+    scheme = dsn.split("://", 1)[0] if "://" in dsn else ""
+    if scheme not in ("chdb", "http", "https"):
+        raise ConfigError(f"--store must be chdb:///path or http(s)://user:pass@host:8123/db, got {dsn!r}")
+    return dsn
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    section = data.get("prompttap", data)
+    return {k.replace("-", "_"): v for k, v in section.items()}

@@ -1,0 +1,192 @@
+"""``prompttap serve``: the proxy and the inspector in one process, one event loop.
+
+Start-up order follows the data: store (open + migrate), spool, recorder and its sinks,
+then the listening sockets, so nothing is accepted that could not be recorded. Shutdown
+is the reverse: stop accepting, let in-flight exchanges finish, drain what the sinks
+take within the grace period; the rest stays in the spool for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from collector.config import Settings
+from collector.enrich import Enricher
+from collector.proxy import Proxy
+from collector.recorder import Recorder
+from collector.sinks.clickhouse import ClickHouseSink
+from collector.spool import Spool
+from schemas.store import migrate, open_store
+
+log = logging.getLogger("prompttap")
+
+
+class StartupError(RuntimeError):
+    """Start-up cannot continue; the message is the one line the user sees."""
+
+
+class _ProxyProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing absolute-form targets (open-relay requests).
+
+    httptools drops the scheme and host of ``GET http://elsewhere/ HTTP/1.1`` before the
+    app sees the scope, so the check has to happen here, on the raw request target.
+    """
+
+    def on_headers_complete(self) -> None:
+        if self.url[:1] != b"/" and self.url != b"*":
+            method = self.parser.get_method()
+            self.url = b"/" if method == b"CONNECT" else b"/_prompttap/refused"
+        super().on_headers_complete()
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to ``serve`` (two servers, one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int, what: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupError(f"cannot listen on {host}:{port} for the {what}: {reason}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class App:
+    """Everything one ``prompttap serve`` process owns."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started = time.time()
+        settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.store = open_store(settings.store_dsn)
+            migrate(self.store, settings.retention_days)
+        except Exception as exc:
+            raise StartupError(str(exc)) from None
+        self.spool = Spool(settings.spool_dir, consumers=["clickhouse"], fsync_interval=settings.fsync_interval)
+        self.enricher = Enricher()
+        self._warm_threads()
+        self.recorder = Recorder(
+            self.spool, [ClickHouseSink(self.store)], self.enricher, settings.home / "rejected"
+        )
+        self.proxy = Proxy(settings, self.recorder.record)
+        self.proxy.health = self.health
+
+    def _warm_threads(self) -> None:
+        try:
+            result = self.store.query(
+                "SELECT id, route, session_id, prompt_template_id, messages, output_text, output_tool_calls, "
+                "thread_id FROM captures WHERE thread_id != '' ORDER BY started_at DESC LIMIT 10000"
+            )
+            rows = [dict(zip(result.column_names, r, strict=True)) for r in reversed(result.result_rows)]
+            self.enricher.warm(rows)
+        except Exception as exc:  # noqa: BLE001 - a cold thread index only means new threads
+            log.warning("could not warm thread inference from the store: %s", exc)
+
+    def health(self) -> dict[str, Any]:
+        stats = self.recorder.stats()
+        problems = []
+        if stats["dropped"]:
+            problems.append(f"captures dropped: {stats['dropped']} ({stats['last_drop']})")
+        for name, sink in stats["sinks"].items():
+            if not sink["healthy"]:
+                problems.append(f"sink {name} failing: {sink['last_error']}")
+        return {
+            "status": "ok" if not problems else "degraded",
+            "problems": problems,
+            "uptime_s": round(time.time() - self.started, 1),
+            "inflight": self.proxy.inflight,
+            **stats,
+        }
+
+    def inspector(self) -> Any:
+        from inspector.app import create_app
+
+        return create_app(self.store, self.health)
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status."""
+    app = App(settings)
+    sockets = [bind(*settings.listen, "proxy")]
+    if settings.ui:
+        sockets.append(bind(*settings.ui, "inspector"))
+    app.recorder.start()
+    try:
+        uvloop = __import__("uvloop")
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        runner(_run(app, sockets))
+    finally:
+        app.recorder.close(timeout=10.0)
+    return 0
+
+
+async def _run(app: App, sockets: list[socket.socket]) -> None:
+    settings = app.settings
+    proxy_cfg = uvicorn.Config(
+        app.proxy,
+        http=_ProxyProtocol,
+        loop="none",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+        server_header=False,
+        date_header=False,
+    )
+    servers = [_Server(proxy_cfg)]
+    if settings.ui:
+        ui_cfg = uvicorn.Config(app.inspector(), loop="none", lifespan="off", access_log=False, log_level="warning")
+        servers.append(_Server(ui_cfg))
+
+    def stop() -> None:
+        for s in servers:
+            if s.should_exit:
+                s.force_exit = True
+            s.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    host, port = settings.listen
+    log.info(
+        "prompttap proxy on http://%s:%d -> %s%s; inspector %s; store %s",
+        host,
+        port,
+        settings.upstream.url,
+        "".join(f", /{n}/ -> {u.url}" for n, u in settings.routes.items()),
+        f"on http://{settings.ui[0]}:{settings.ui[1]}" if settings.ui else "off",
+        _redacted(settings.store_dsn),
+    )
+    await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(servers, sockets, strict=False)))
+
+
+def _redacted(dsn: str) -> str:
+    from schemas.store import redact_dsn
+
+    return redact_dsn(dsn)

@@ -1,0 +1,110 @@
+"""Opening the ClickHouse store and bringing its schema up to date.
+
+The same code talks to the embedded engine (``chdb:///path``, clickhouse-connect's chDB
+backend) and to a server (``http(s)://user:pass@host:8123/db``). Migrations are the
+numbered SQL files beside this module, applied in order, each once, recorded in
+``_prompttap_migrations``; every statement is idempotent so a half-applied migration can
+simply run again.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or migrated; the message is shown to the user."""
+
+
+def open_store(dsn: str) -> Any:
+    """A clickhouse-connect client for ``dsn``. Raises StoreError with a one-line reason."""
+    import clickhouse_connect
+
+    if dsn.startswith("chdb://"):
+        path = dsn[len("chdb://") :]
+        if path not in ("", "memory", ":memory:"):
+            Path(path).mkdir(parents=True, exist_ok=True)
+    try:
+        client = clickhouse_connect.get_client(dsn=dsn)
+        client.command("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot use this store"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Unable to open the chdb engine" in str(exc) or "EmbeddedServer" in str(exc):
+            reason = "the embedded store is already open in another process (is `prompttap serve` running?)"
+        raise StoreError(f"cannot open store {redact_dsn(dsn)}: {reason}") from None
+    if dsn.startswith("chdb://"):
+        client = LockedClient(client)
+    return client
+
+
+class LockedClient:
+    """Serializes calls into one embedded engine shared by the drain and the inspector."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+
+def redact_dsn(dsn: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration file, in order."""
+    out = []
+    for path in sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        out.append((int(path.name[:4]), path.stem, path.read_text()))
+    return out
+
+
+def migrate(client: Any, retention_days: int = 0) -> list[str]:
+    """Apply pending migrations and the retention TTL; returns the names applied now."""
+    client.command(
+        "CREATE TABLE IF NOT EXISTS _prompttap_migrations "
+        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {row[0] for row in client.query("SELECT version FROM _prompttap_migrations FINAL").result_rows}
+    applied = []
+    for version, name, sql in migrations():
+        if version in done:
+            continue
+        for statement in _statements(sql):
+            client.command(statement)
+        client.insert("_prompttap_migrations", [[version, name]], column_names=["version", "name"])
+        applied.append(name)
+    set_retention(client, retention_days)
+    return applied
+
+
+def set_retention(client: Any, days: int) -> None:
+    """Captures older than ``days`` are dropped by ClickHouse's TTL; 0 keeps them forever."""
+    if days > 0:
+        client.command(f"ALTER TABLE captures MODIFY TTL toDateTime(started_at) + toIntervalDay({int(days)})")
+    else:
+        try:
+            client.command("ALTER TABLE captures REMOVE TTL")
+        except Exception as exc:  # noqa: BLE001 - "no TTL to remove" is the normal case
+            if "TTL" not in str(exc) and "BAD_ARGUMENTS" not in str(exc):
+                raise
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
