@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ui", metavar="HOST:PORT", help=f"inspector address (default {config.DEFAULT_UI})")
     serve.add_argument("--no-ui", action="store_true", default=None, help="do not serve the inspector")
     serve.add_argument(
-        "--upstream", metavar="URL", help=f"default upstream (default {config.DEFAULT_UPSTREAM}; env PROMPTTAP_UPSTREAM)"
+        "--upstream",
+        metavar="URL",
+        help=f"default upstream (default {config.DEFAULT_UPSTREAM}; env PROMPTTAP_UPSTREAM)",
     )
     serve.add_argument(
         "--route",
@@ -48,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--home", metavar="DIR", help="data folder: spool and embedded store (default ./.prompttap)")
     serve.add_argument("--config", metavar="FILE", help="prompttap.toml with the same settings")
     serve.add_argument("--max-body-bytes", type=int, metavar="N", help="bodies larger than this are stored truncated")
+    serve.add_argument(
+        "--upstream-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up on a silent upstream after this long (default 600)",
+    )
     serve.add_argument("--retention-days", type=int, metavar="N", help="drop captures older than N days (0 = never)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser

@@ -153,6 +153,15 @@ def load(flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settin
                 raise ConfigError(f"{key} must be an integer, got {merged[key]!r}") from None
             if kw[key] < 0:
                 raise ConfigError(f"{key} must not be negative")
+    if "upstream_timeout" in merged:
+        try:
+            kw["upstream_read_timeout"] = float(merged["upstream_timeout"])
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"upstream_timeout must be a number of seconds, got {merged['upstream_timeout']!r}"
+            ) from None
+        if kw["upstream_read_timeout"] <= 0:
+            raise ConfigError("upstream_timeout must be positive")
     if "log_level" in merged:
         kw["log_level"] = str(merged["log_level"])
     return Settings(**kw)

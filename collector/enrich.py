@@ -49,7 +49,7 @@ def decode_body(body: bytes, encoding: str) -> tuple[bytes, str]:
             return zstandard.ZstdDecompressor().decompressobj().decompress(body), ""
     except ImportError:
         return body, f"cannot decode content-encoding {coding!r}: decoder not installed"
-    except Exception as exc:  # noqa: BLE001 - a torn compressed stream keeps what decodes
+    except Exception as exc:
         partial = _partial_gunzip(body) if coding in ("gzip", "x-gzip") else b""
         return (partial or body), f"content-encoding {coding!r} did not decode fully: {exc}"
     return body, f"unknown content-encoding {coding!r}"
@@ -180,7 +180,7 @@ class Enricher:
                     u.messages,
                     output if rec.get("outcome") == "ok" else None,
                 )
-            except Exception as exc:  # noqa: BLE001 - threading is a nicety; the capture matters
+            except Exception as exc:
                 log.warning("thread inference failed for %s: %s", rec.get("id"), exc)
         row["prompt_template_id"] = template_id
         row["thread_id"] = thread_id

@@ -159,7 +159,9 @@ class Proxy:
             return
         method: str = scope["method"]
         if method == "CONNECT":
-            await _json_error(send, 405, "CONNECT is not supported: prompttap is not an open proxy", "invalid_request_error")
+            await _json_error(
+                send, 405, "CONNECT is not supported: prompttap is not an open proxy", "invalid_request_error"
+            )
             return
         upstream, route, rel_path = self._route(path)
         body = await _read_body(receive)
@@ -210,7 +212,7 @@ class Proxy:
             resp = await self.session.request(  # type: ignore[union-attr]
                 scope["method"], target, headers=headers, data=body or None, allow_redirects=False
             )
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a 502/504 + a capture
+        except Exception as exc:
             status, kind = _transport_failure(exc)
             state.update(status=status, outcome="upstream_unreachable", error=f"{kind}: {exc!r}"[:2000])
             self.record(capture())
@@ -237,7 +239,9 @@ class Proxy:
         if resp.status >= 400:
             state["outcome"] = "upstream_error"
         state["resp_headers"] = resp.raw_headers
-        out_headers = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP or k.lower() == b"content-length"]
+        out_headers = [
+            (k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP or k.lower() == b"content-length"
+        ]
         streaming = resp.headers.get("content-type", "").encode("latin-1").lower().startswith(STREAM_TYPES)
         expected = resp.content_length
         gone = _ClientGone(resp, tee, state, streaming, self.settings)
@@ -257,7 +261,7 @@ class Proxy:
         except asyncio.CancelledError:
             state.update(outcome="client_cancelled", error="prompttap shut down mid-response")
             raise
-        except Exception as exc:  # noqa: BLE001 - a broken upstream body is recorded, then passed on
+        except Exception as exc:
             if not gone.happened:
                 state.update(outcome="upstream_error", error=f"upstream failed mid-response: {exc!r}"[:2000])
         finally:
@@ -278,7 +282,7 @@ class Proxy:
         tee.recorded_size = tee.size
         try:
             self.record(capture())
-        except Exception:  # noqa: BLE001 - recording must never break the traffic
+        except Exception:
             log.exception("could not build a capture record")
 
     def _capture(
@@ -341,7 +345,10 @@ class Proxy:
             await _send_json(send, 200 if health.get("status") == "ok" else 503, health)
         elif scope["path"] == "/_prompttap/refused":
             await _json_error(
-                send, 400, "absolute-form request targets are refused: prompttap is not an open proxy", "invalid_request_error"
+                send,
+                400,
+                "absolute-form request targets are refused: prompttap is not an open proxy",
+                "invalid_request_error",
             )
         else:
             await _json_error(send, 404, f"no such prompttap endpoint: {scope['path']}", "not_found")
@@ -403,7 +410,14 @@ class _ClientGone:
 
     __slots__ = ("deadline", "happened", "limit", "resp", "settings", "state", "streaming", "tee")
 
-    def __init__(self, resp: aiohttp.ClientResponse, tee: Tee, state: dict[str, Any], streaming: bool, settings: Settings) -> None:
+    def __init__(
+        self,
+        resp: aiohttp.ClientResponse,
+        tee: Tee,
+        state: dict[str, Any],
+        streaming: bool,
+        settings: Settings,
+    ) -> None:
         self.resp, self.tee, self.state, self.streaming, self.settings = resp, tee, state, streaming, settings
         self.happened = False
         self.deadline = 0.0

@@ -43,7 +43,13 @@ class Sink(Protocol):
 class SinkWorker:
     """Drains the spool into one sink on its own thread."""
 
-    def __init__(self, sink: Sink, spool: Spool, prepare: Callable[[dict[str, Any]], dict[str, Any]], rejected_dir: Path):
+    def __init__(
+        self,
+        sink: Sink,
+        spool: Spool,
+        prepare: Callable[[dict[str, Any]], dict[str, Any]],
+        rejected_dir: Path,
+    ):
         self.sink = sink
         self.spool = spool
         self.prepare = prepare
@@ -75,7 +81,7 @@ class SinkWorker:
         try:
             records = [self.prepare(orjson.loads(raw)) for raw in batch.records]
             self._export(records)
-        except Exception as exc:  # noqa: BLE001 - the sink is unavailable: keep the batch, retry later
+        except Exception as exc:
             self.failed += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             self.last_error_at = time.monotonic()
@@ -142,7 +148,7 @@ class Recorder:
             self.recorded += 1
         except SpoolFull as exc:
             self._drop("disk_full", exc)
-        except Exception as exc:  # noqa: BLE001 - recording must never break the traffic
+        except Exception as exc:
             self._drop("spool_error", exc)
 
     def _drop(self, reason: str, exc: Exception) -> None:

@@ -26,6 +26,7 @@ from collector.enrich import Enricher
 from collector.proxy import Proxy
 from collector.recorder import Recorder
 from collector.sinks.clickhouse import ClickHouseSink
+from collector.sinks.faults import with_faults
 from collector.spool import Spool
 from schemas.store import migrate, open_store
 
@@ -89,7 +90,7 @@ class App:
         self.enricher = Enricher()
         self._warm_threads()
         self.recorder = Recorder(
-            self.spool, [ClickHouseSink(self.store)], self.enricher, settings.home / "rejected"
+            self.spool, [with_faults(ClickHouseSink(self.store))], self.enricher, settings.home / "rejected"
         )
         self.proxy = Proxy(settings, self.recorder.record)
         self.proxy.health = self.health
@@ -102,7 +103,7 @@ class App:
             )
             rows = [dict(zip(result.column_names, r, strict=True)) for r in reversed(result.result_rows)]
             self.enricher.warm(rows)
-        except Exception as exc:  # noqa: BLE001 - a cold thread index only means new threads
+        except Exception as exc:
             log.warning("could not warm thread inference from the store: %s", exc)
 
     def health(self) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, uuid.UUID):
             row[name] = str(value)
         elif name == "stream_timing":
-            row[name] = [{"offset_ms": o, "size": s} for o, s in value]
+            row[name] = [t if isinstance(t, dict) else {"offset_ms": t[0], "size": t[1]} for t in value]
         elif name == "started_at" or name == "recorded_at":
             row[name] = value.isoformat()
     return row

@@ -65,7 +65,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("parent_span_id", "String", "raw", "client span id from traceparent, '' if none"),
     Column("started_at", "DateTime64(6, 'UTC')", "raw", "when the request reached the proxy"),
     Column("duration_ms", "Float64", "raw", "request start to last response byte"),
-    Column("ttft_ms", "Nullable(Float64)", "raw", "first response byte (non-stream) or first content event (stream)"),
+    Column(
+        "ttft_ms",
+        "Nullable(Float64)",
+        "raw",
+        "first response byte (non-stream) or first content event (stream)",
+    ),
     # where it went
     Column("route", "LowCardinality(String)", "raw", "route name ('default' for unlabelled traffic)"),
     Column("method", "LowCardinality(String)", "raw", "HTTP method"),

@@ -32,7 +32,7 @@ def open_store(dsn: str) -> Any:
     try:
         client = clickhouse_connect.get_client(dsn=dsn)
         client.command("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot use this store"
+    except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Unable to open the chdb engine" in str(exc) or "EmbeddedServer" in str(exc):
             reason = "the embedded store is already open in another process (is `prompttap serve` running?)"
@@ -100,7 +100,7 @@ def set_retention(client: Any, days: int) -> None:
     else:
         try:
             client.command("ALTER TABLE captures REMOVE TTL")
-        except Exception as exc:  # noqa: BLE001 - "no TTL to remove" is the normal case
+        except Exception as exc:
             if "TTL" not in str(exc) and "BAD_ARGUMENTS" not in str(exc):
                 raise
 

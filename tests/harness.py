@@ -128,3 +128,26 @@ class Prompttap:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def query_store(home: Path, sql: str) -> list[list[Any]]:
+    """Rows of ``sql`` on a stopped prompttap's embedded store (read in a child process:
+    one process per embedded store, and the test process may open others)."""
+    code = (
+        "import json, sys\n"
+        "from schemas.store import open_store\n"
+        "c = open_store(sys.argv[1])\n"
+        "print(json.dumps([list(r) for r in c.query(sys.argv[2]).result_rows], default=str))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, f"chdb://{(home / 'store').resolve()}", sql],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    import json
+
+    return json.loads(out.stdout)

@@ -14,7 +14,14 @@ from collector.recorder import Rejected
 from schemas.capture import COLUMN_NAMES
 
 # ClickHouse error codes that mean "this data is wrong", not "try again later".
-_DATA_ERRORS = ("CANNOT_PARSE", "TYPE_MISMATCH", "ILLEGAL_TYPE", "TOO_LARGE", "INCORRECT_DATA", "VALUE_IS_OUT_OF_RANGE")
+_DATA_ERRORS = (
+    "CANNOT_PARSE",
+    "TYPE_MISMATCH",
+    "ILLEGAL_TYPE",
+    "TOO_LARGE",
+    "INCORRECT_DATA",
+    "VALUE_IS_OUT_OF_RANGE",
+)
 
 
 class ClickHouseSink:

@@ -1,0 +1,63 @@
+"""The capture schema is one definition: the migrations must produce exactly COLUMNS."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from schemas.capture import COLUMNS, Capture, new_capture_id, record_body_bytes
+from schemas.store import migrate, migrations, open_store
+
+
+@pytest.fixture(scope="module")
+def store():
+    return open_store("chdb://memory")
+
+
+def _normalize(ch_type: str) -> str:
+    return re.sub(r"\s+CODEC\(.*\)$", "", ch_type).replace(" ", "")
+
+
+def test_migrations_create_exactly_the_declared_columns(store):
+    migrate(store)
+    result = store.query(
+        "SELECT name, type FROM system.columns "
+        "WHERE database = currentDatabase() AND table = 'captures' ORDER BY position"
+    )
+    actual = [(n, t.replace(" ", "")) for n, t in result.result_rows]
+    assert actual == [(c.name, _normalize(c.ch_type)) for c in COLUMNS]
+
+
+def test_migrations_are_idempotent_and_recorded(store):
+    migrate(store)
+    assert migrate(store) == []
+    versions = [v for v, _, _ in migrations()]
+    recorded = store.query("SELECT version FROM _prompttap_migrations FINAL ORDER BY version").result_rows
+    assert [r[0] for r in recorded] == versions
+    assert versions == sorted(set(versions))
+
+
+def test_retention_ttl_is_applied_and_removed(store):
+    migrate(store, retention_days=7)
+    assert "toIntervalDay(7)" in store.command("SHOW CREATE TABLE captures")
+    migrate(store, retention_days=0)
+    assert "TTL" not in store.command("SHOW CREATE TABLE captures").split("SETTINGS")[0].split("ORDER BY")[1]
+
+
+def test_capture_ids_are_time_ordered_uuid7():
+    ids = [new_capture_id() for _ in range(200)]
+    assert all(i.version == 7 for i in ids)
+    assert len(set(ids)) == 200
+    assert [i.int >> 80 for i in ids] == sorted(i.int >> 80 for i in ids)
+
+
+def test_record_keeps_binary_bodies_as_base64():
+    c = Capture(new_capture_id(), "a" * 32, "b" * 16, "", 0.0, "default", "POST", "/x", "http://u/x")
+    c.request_body = b"\xff\x00binary"
+    c.response_body = "héllo".encode()
+    rec = c.to_record()
+    assert rec["request_body_encoding"] == "base64"
+    assert rec["response_body_encoding"] == "utf-8"
+    assert record_body_bytes(rec, "request") == b"\xff\x00binary"
+    assert record_body_bytes(rec, "response") == "héllo".encode()
