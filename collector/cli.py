@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up on a silent upstream after this long (default 600)",
     )
+    serve.add_argument(
+        "--spool-max-bytes", type=int, metavar="N", help="cap on spool disk use (default: until the disk is full)"
+    )
     serve.add_argument("--retention-days", type=int, metavar="N", help="drop captures older than N days (0 = never)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    import clickhouse_connect.driver.httputil  # noqa: F401 - it sets urllib3's level on import; override after
+
+    for noisy in ("urllib3", "clickhouse_connect"):  # their retries are reported by us, once
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     if args.command == "serve":
         from collector.server import StartupError, serve
 

@@ -25,6 +25,7 @@ ENV = {
     "ui": "PROMPTTAP_UI",
     "max_body_bytes": "PROMPTTAP_MAX_BODY_BYTES",
     "retention_days": "PROMPTTAP_RETENTION_DAYS",
+    "spool_max_bytes": "PROMPTTAP_SPOOL_MAX_BYTES",
 }
 """Environment variable for each setting that has one."""
 
@@ -79,6 +80,7 @@ class Settings:
     store: str = ""  # DSN; '' means the embedded store under ``home``
     max_body_bytes: int = 32 * 2**20
     retention_days: int = 0  # 0 keeps captures forever
+    spool_max_bytes: int = 0  # 0: bounded by the disk only
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 600.0  # between bytes; long generations are normal
     drain_after_finish_seconds: float = 5.0
@@ -145,7 +147,7 @@ def load(flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settin
         kw["home"] = Path(str(merged["home"]))
     if "store" in merged:
         kw["store"] = _check_dsn(str(merged["store"]))
-    for key in ("max_body_bytes", "retention_days"):
+    for key in ("max_body_bytes", "retention_days", "spool_max_bytes"):
         if key in merged:
             try:
                 kw[key] = int(merged[key])

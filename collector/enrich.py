@@ -9,6 +9,7 @@ every sink gets the same thread id.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import threading
 import uuid
@@ -192,7 +193,7 @@ def to_db_row(row: dict[str, Any]) -> list[Any]:
     for name in COLUMN_NAMES:
         value = row.get(name)
         if name in JSON_COLUMNS:
-            value = "" if value is None else orjson.dumps(value, default=str).decode()
+            value = "" if value is None else _json_text(value)
         elif name == "started_at":
             value = datetime.fromtimestamp(value, UTC)
         elif name in ("id", "replay_of"):
@@ -203,6 +204,13 @@ def to_db_row(row: dict[str, Any]) -> list[Any]:
             value = _ZERO.get(name, "")
         out.append(value)
     return out
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # lone surrogates (a client cut an emoji in half): escape them instead
+        return json.dumps(value, default=str, ensure_ascii=True)
 
 
 _NULLABLE = frozenset(

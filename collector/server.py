@@ -86,7 +86,12 @@ class App:
             migrate(self.store, settings.retention_days)
         except Exception as exc:
             raise StartupError(str(exc)) from None
-        self.spool = Spool(settings.spool_dir, consumers=["clickhouse"], fsync_interval=settings.fsync_interval)
+        self.spool = Spool(
+            settings.spool_dir,
+            consumers=["clickhouse"],
+            fsync_interval=settings.fsync_interval,
+            max_bytes=settings.spool_max_bytes or None,
+        )
         self.enricher = Enricher()
         self._warm_threads()
         self.recorder = Recorder(

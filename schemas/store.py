@@ -9,8 +9,11 @@ simply run again.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +33,43 @@ def open_store(dsn: str) -> Any:
         if path not in ("", "memory", ":memory:"):
             Path(path).mkdir(parents=True, exist_ok=True)
     try:
-        client = clickhouse_connect.get_client(dsn=dsn)
-        client.command("SELECT 1")
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "Unable to open the chdb engine" in str(exc) or "EmbeddedServer" in str(exc):
-            reason = "the embedded store is already open in another process (is `prompttap serve` running?)"
-        raise StoreError(f"cannot open store {redact_dsn(dsn)}: {reason}") from None
+        with _quiet_native_stderr(dsn.startswith("chdb://")):
+            client = clickhouse_connect.get_client(dsn=dsn)
+            client.command("SELECT 1")
+    except Exception as exc:  # any failure here means "cannot use this store"
+        raise StoreError(f"cannot open store {redact_dsn(dsn)}: {_reason(exc)}") from None
     if dsn.startswith("chdb://"):
         client = LockedClient(client)
     return client
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    if "Unable to open the chdb engine" in text or "EmbeddedServer" in text or "Cannot lock file" in text:
+        return "the embedded store is already open in another process (is `prompttap serve` running?)"
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Authentication failed" in text or "AUTHENTICATION_FAILED" in text:
+        return "authentication failed"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:300]
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr(active: bool) -> Iterator[None]:
+    """chDB's engine writes its own errors straight to fd 2; keep them out of the
+    user's terminal while opening (the reason is reported as one line instead)."""
+    if not active:
+        yield
+        return
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class LockedClient:

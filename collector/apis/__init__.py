@@ -23,7 +23,7 @@ _ROUTES: tuple[tuple[str, str, str, re.Pattern[str]], ...] = tuple(
         ("openai.responses", "openai", "understand_responses", r"/responses$"),
         ("openai.completions", "openai", "understand_completions", r"(^|/)v1/completions$|^/completions$"),
         ("openai.embeddings", "openai", "understand_embeddings", r"/embeddings$(?<!/api/embeddings)"),
-        ("openai.models", "openai", "understand_models", r"/models$"),
+        ("openai.models", "openai", "understand_models", r"/models(/[^/:]+)?$"),
         ("anthropic.messages", "anthropic", "understand_messages", r"/messages$"),
         ("ollama.chat", "ollama", "understand_chat", r"/api/chat$"),
         ("ollama.generate", "ollama", "understand_generate", r"/api/generate$"),
