@@ -1,57 +1,46 @@
 """The inspector: a FastAPI app over the capture store.
 
-For now the JSON API the CLI contract names (``/api/captures``, ``/api/captures/{id}``,
-``/healthz``); the HTML pages build on the same queries.
+Pages and their JSON twins live in small router modules; this module only assembles
+them, so each feature stays in its own file (mitmproxy's addons, Datasette's views).
 """
 
 from __future__ import annotations
 
-import uuid
+import importlib
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
-from inspector import queries
+from inspector import api
+from inspector.web import STATIC_DIR
+
+# Feature routers, included when present. Order matters only for overlapping paths.
+ROUTER_MODULES = ("inspector.pages", "inspector.diffs", "inspector.export")
 
 
-def create_app(client: Any, health: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
+def create_app(client: Any, health: Callable[[], dict[str, Any]] | None = None, **options: Any) -> FastAPI:
     app = FastAPI(title="prompttap inspector", version="0.1.0")
+    app.state.store = client
+    app.state.health = health or (lambda: {"status": "ok"})
+    app.state.options = options
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:
-        """Store and spool status; 503 when something needs attention."""
-        status = health() if health else {"status": "ok"}
+        """Store, spool and sink status; 503 when something needs attention."""
+        status = app.state.health()
         return JSONResponse(status, status_code=200 if status.get("status") == "ok" else 503)
 
-    @app.get("/api/captures")
-    def list_captures(
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
-        route: str | None = None,
-        model: str | None = None,
-        status: Annotated[int | None, Query(ge=0, le=999)] = None,
-        outcome: str | None = None,
-        api: str | None = None,
-        thread: str | None = None,
-        session: str | None = None,
-    ) -> dict[str, Any]:
-        """Captures, newest first."""
-        flt = queries.CaptureFilter(route, model, status, outcome, api, thread, session)
-        items = queries.list_captures(client, flt, limit, offset)
-        return {"items": items, "limit": limit, "offset": offset}
-
-    @app.get("/api/captures/{capture_id}")
-    def get_capture(capture_id: str) -> dict[str, Any]:
-        """One whole capture record."""
+    app.include_router(api.router)
+    for name in ROUTER_MODULES:
         try:
-            cid = uuid.UUID(capture_id)
-        except ValueError:
-            raise HTTPException(400, f"not a capture id: {capture_id!r}") from None
-        row = queries.get_capture(client, cid)
-        if row is None:
-            raise HTTPException(404, f"no capture {capture_id}")
-        return row
-
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app
