@@ -52,7 +52,7 @@ def understand(x: Exchange) -> Understanding:
         return Understanding(api=api)
     try:
         result = fn(x)
-    except Exception as exc:  # noqa: BLE001 - a parser bug must not cost the capture
+    except Exception as exc:
         return Understanding(api=api, parse_error=f"parser failed: {type(exc).__name__}: {exc}"[:500])
     if not result.api or result.api == "unknown":
         result.api = api
