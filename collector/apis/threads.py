@@ -171,14 +171,13 @@ class ThreadIndex:
         for b in range(len(history), 0, -1):
             if not history[b - 1].assistant:
                 continue
-            prefix = history[:b]
             for loose in (False, True):
                 best: tuple[int, bool, int] | None = None
                 thread = None
-                for ref in self._keys_get(_exchange_key(route, prefix, loose)):
-                    agreed = _agreement(prefix, ref.tail, loose)
+                for ref in self._keys_get(_exchange_key(route, history[max(0, b - 2) : b], loose)):
+                    agreed = _agreement(history, b, ref.tail, loose)
                     same_template = ref.template_id == template_id
-                    complete = agreed >= min(len(prefix), len(ref.tail))  # one is a suffix of the other
+                    complete = agreed >= min(b, len(ref.tail))  # one is a suffix of the other
                     if not (complete or agreed >= STRONG) or not (same_template or agreed >= STRONG):
                         continue
                     score = (agreed, same_template, ref.seq)
@@ -344,10 +343,11 @@ def _exchange_key(route: str, seq: tuple[_Fp, ...] | list[_Fp], loose: bool) -> 
     return _hash("~" if loose else "=", route, before, str(pick(seq[-1])))
 
 
-def _agreement(prefix: list[_Fp], tail: tuple[_Fp, ...], loose: bool) -> int:
-    """How many trailing messages the two conversations share."""
+def _agreement(history: list[_Fp], end: int, tail: tuple[_Fp, ...], loose: bool) -> int:
+    """How many trailing messages ``history[:end]`` and ``tail`` share."""
     n = 0
-    for a, b in zip(reversed(prefix), reversed(tail), strict=False):
+    while n < end and n < len(tail):
+        a, b = history[end - 1 - n], tail[-1 - n]
         if a.exact != b.exact and not (loose and a.loose == b.loose):
             break
         n += 1
