@@ -167,7 +167,7 @@ class Enricher:
             row["ttft_ms"] = u.ttft_ms  # first content event beats first byte for streams
         template_id = ""
         thread_id = ""
-        if u.api != "unknown" and (u.messages or u.system_prompt):
+        if u.api in CONVERSATION_APIS and (u.messages or u.system_prompt):
             try:
                 from collector.apis.templates import template_of
 
@@ -180,11 +180,27 @@ class Enricher:
                     template_id,
                     u.messages,
                     output if rec.get("outcome") == "ok" else None,
+                    response_id=u.response_id,
+                    previous_response_id=str(u.params.get("previous_response_id") or ""),
                 )
             except Exception as exc:
                 log.warning("thread inference failed for %s: %s", rec.get("id"), exc)
         row["prompt_template_id"] = template_id
         row["thread_id"] = thread_id
+
+
+# Conversations happen here; embeddings and model lists have no thread or template.
+CONVERSATION_APIS = frozenset(
+    {
+        "openai.chat",
+        "openai.responses",
+        "openai.completions",
+        "anthropic.messages",
+        "ollama.chat",
+        "ollama.generate",
+        "gemini.generate",
+    }
+)
 
 
 def to_db_row(row: dict[str, Any]) -> list[Any]:
