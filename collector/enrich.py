@@ -9,20 +9,16 @@ every sink gets the same thread id.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import threading
-import uuid
+import time
 import zlib
 from collections import OrderedDict
-from datetime import UTC, datetime
 from typing import Any
-
-import orjson
 
 from collector.apis import understand
 from collector.apis.base import Exchange, Understanding
-from schemas.capture import COLUMN_NAMES, JSON_COLUMNS, record_body_bytes
+from schemas.capture import COLUMN_NAMES, record_body_bytes
 
 log = logging.getLogger("prompttap.enrich")
 
@@ -135,7 +131,7 @@ class Enricher:
         self._apply(row, u, rec)
         notes.append(u.parse_error)
         row["parse_error"] = "; ".join(n for n in notes if n)
-        row["recorded_at"] = datetime.now(UTC)
+        row["recorded_at"] = time.time()
         return row
 
     def _apply(self, row: dict[str, Any], u: Understanding, rec: dict[str, Any]) -> None:
@@ -201,56 +197,3 @@ CONVERSATION_APIS = frozenset(
         "gemini.generate",
     }
 )
-
-
-def to_db_row(row: dict[str, Any]) -> list[Any]:
-    """Column values in COLUMNS order, typed for clickhouse-connect."""
-    out: list[Any] = []
-    for name in COLUMN_NAMES:
-        value = row.get(name)
-        if name in JSON_COLUMNS:
-            value = "" if value is None else _json_text(value)
-        elif name == "started_at":
-            value = datetime.fromtimestamp(value, UTC)
-        elif name in ("id", "replay_of"):
-            value = uuid.UUID(str(value)) if value else None
-        elif name == "stream_timing":
-            value = [(float(o), int(s)) for o, s in value or ()]
-        elif value is None and name not in _NULLABLE:
-            value = _ZERO.get(name, "")
-        out.append(value)
-    return out
-
-
-def _json_text(value: Any) -> str:
-    try:
-        return orjson.dumps(value, default=str).decode()
-    except TypeError:  # lone surrogates (a client cut an emoji in half): escape them instead
-        return json.dumps(value, default=str, ensure_ascii=True)
-
-
-_NULLABLE = frozenset(
-    {
-        "ttft_ms",
-        "replay_of",
-        "input_tokens",
-        "output_tokens",
-        "cached_tokens",
-        "reasoning_tokens",
-        "tokens_per_second",
-        "cost_usd",
-    }
-)
-_ZERO: dict[str, Any] = {
-    "duration_ms": 0.0,
-    "status_code": 0,
-    "request_size": 0,
-    "response_size": 0,
-    "truncated": False,
-    "stream": False,
-    "chunk_count": 0,
-    "incomplete": False,
-    "request_headers": {},
-    "response_headers": {},
-    "tags": [],
-}

@@ -1,12 +1,13 @@
 """The recorder: the proxy hands it finished captures; it spools them and drains the
 spool into every sink, off the request path.
 
-Shaped like OpenTelemetry's BatchProcessor, with the in-memory queue replaced by the
-durable spool: ``record`` is a plain append (no I/O wait, never raises), and one worker
-thread per sink reads batches after that sink's cursor, exports them, and acknowledges
-only after the sink succeeded. A sink that is down just falls behind; nothing is dropped
-on a timer or a retry count. A record the sink refuses as malformed is isolated by
-splitting the batch and set aside in ``rejected/`` (counted), never silently lost.
+Shaped like OpenTelemetry's BatchSpanProcessor with the in-memory queue replaced by the
+durable spool: ``record`` is one append (no waiting on any sink, never raises), and one
+thread per sink reads batches after that sink's cursor, has the encoder process turn
+them into the sink's payload, sends it, and acknowledges only after the sink succeeded.
+A sink that is down just falls behind; nothing is dropped on a timer or a retry count.
+A record the sink refuses as malformed is isolated by splitting the batch and set aside
+in ``rejected/`` (counted), never silently lost.
 """
 
 from __future__ import annotations
@@ -14,101 +15,99 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from collector.spool import Spool, SpoolFull
+from collector.encoder import Encoder, EncoderError
+from collector.sinks.base import Rejected, Sink
+from collector.spool import Batch, Spool, SpoolFull
 from schemas.capture import Capture
 
 log = logging.getLogger("prompttap.recorder")
 
-
-class Rejected(Exception):
-    """The sink refuses this batch for what it contains, not because it is unavailable."""
-
-
-class Sink(Protocol):
-    """Where captures go. ``export`` raises to ask for a retry, ``Rejected`` for bad data."""
-
-    name: str
-
-    def export(self, records: Sequence[dict[str, Any]]) -> None: ...
-
-    def close(self) -> None: ...
+BATCH_DELAY = 0.5
+"""Seconds a sink waits for a batch to fill: each insert has a fixed cost in ClickHouse."""
+MAX_BATCH = 2000
 
 
 class SinkWorker:
     """Drains the spool into one sink on its own thread."""
 
-    def __init__(
-        self,
-        sink: Sink,
-        spool: Spool,
-        prepare: Callable[[dict[str, Any]], dict[str, Any]],
-        rejected_dir: Path,
-    ):
+    def __init__(self, sink: Sink, spool: Spool, encoder: Encoder, rejected_dir: Path) -> None:
         self.sink = sink
         self.spool = spool
-        self.prepare = prepare
+        self.encoder = encoder
         self.rejected_dir = rejected_dir
         self.exported = 0
         self.failed = 0
         self.rejected = 0
         self.last_error = ""
-        self.last_error_at = 0.0
+        self.failing_since = 0.0
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"prompttap-sink-{sink.name}", daemon=True)
 
     def _run(self) -> None:
         backoff = 0.1
         while not self.stopping.is_set():
+            if not self.spool.wait(0.5, self.sink.name):
+                continue
+            # Let a small batch fill for a moment: fewer, larger inserts.
+            if self.spool.pending(self.sink.name)[0] < MAX_BATCH:
+                self.stopping.wait(BATCH_DELAY)
             if self.drain_once():
                 backoff = 0.1
-            elif self.last_error_at and time.monotonic() - self.last_error_at < backoff:
+            elif self.failing_since:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
-            else:
-                self.spool.wait(0.2)
 
     def drain_once(self) -> bool:
-        """Export one batch; True if anything was delivered."""
-        batch = self.spool.read(self.sink.name)
+        """Export one batch; True if it was delivered (or set aside)."""
+        batch = self.spool.read(self.sink.name, max_records=MAX_BATCH)
         if not batch.records:
+            if batch.end != batch.start:
+                self.spool.ack(self.sink.name, batch)  # skipped damage or empty segments
             return False
         try:
-            records = [self.prepare(orjson.loads(raw)) for raw in batch.records]
-            self._export(records)
+            self._deliver(batch.records)
         except Exception as exc:
             self.failed += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            self.last_error_at = time.monotonic()
+            self.failing_since = self.failing_since or time.monotonic()
             log.warning("sink %s: export failed, will retry: %s", self.sink.name, self.last_error)
             return False
         self.spool.ack(self.sink.name, batch)
-        self.exported += len(records)
-        self.last_error_at = 0.0
+        self.failing_since = 0.0
         return True
 
-    def _export(self, records: list[dict[str, Any]]) -> None:
+    def _deliver(self, records: Sequence[bytes]) -> None:
         try:
-            self.sink.export(records)
-        except Rejected as exc:
+            payload, rows = self.encoder.encode(self.sink.kind, self.sink.options, records)
+            self.sink.send(payload, rows)
+            self.exported += rows
+        except (Rejected, EncoderError) as exc:
+            if isinstance(exc, EncoderError) and "died" in str(exc):
+                raise  # the process crashed: retry the same batch
             if len(records) == 1:
                 self._reject(records[0], str(exc))
                 return
             half = len(records) // 2  # bisect to find the record(s) the sink refuses
-            self._export(records[:half])
-            self._export(records[half:])
+            self._deliver(records[:half])
+            self._deliver(records[half:])
 
-    def _reject(self, record: dict[str, Any], reason: str) -> None:
+    def _reject(self, raw: bytes, reason: str) -> None:
         self.rejected += 1
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
-        path = self.rejected_dir / f"{self.sink.name}-{record.get('id', 'unknown')}.json"
-        path.write_bytes(orjson.dumps({"reason": reason, "record": record}, default=str))
-        log.error("sink %s rejected capture %s (kept in %s): %s", self.sink.name, record.get("id"), path, reason)
+        try:
+            capture_id = orjson.loads(raw).get("id", "unknown")
+        except orjson.JSONDecodeError:
+            capture_id = f"unparsable-{time.time_ns()}"
+        path = self.rejected_dir / f"{self.sink.name}-{capture_id}.json"
+        entry = {"sink": self.sink.name, "reason": reason, "record": raw.decode("utf-8", "replace")}
+        path.write_bytes(orjson.dumps(entry))
+        log.error("sink %s refused capture %s (kept in %s): %s", self.sink.name, capture_id, path, reason)
 
     def stats(self) -> dict[str, Any]:
         records, size = self.spool.pending(self.sink.name)
@@ -119,20 +118,15 @@ class SinkWorker:
             "failed_exports": self.failed,
             "rejected": self.rejected,
             "last_error": self.last_error,
-            "healthy": not self.last_error_at,
+            "healthy": not self.failing_since,
         }
 
 
 class Recorder:
-    def __init__(
-        self,
-        spool: Spool,
-        sinks: Sequence[Sink],
-        prepare: Callable[[dict[str, Any]], dict[str, Any]],
-        rejected_dir: Path,
-    ) -> None:
+    def __init__(self, spool: Spool, sinks: Sequence[Sink], encoder: Encoder, rejected_dir: Path) -> None:
         self.spool = spool
-        self.workers = [SinkWorker(s, spool, prepare, rejected_dir) for s in sinks]
+        self.encoder = encoder
+        self.workers = [SinkWorker(s, spool, encoder, rejected_dir) for s in sinks]
         self.recorded = 0
         self.dropped: dict[str, int] = {}
         self.last_drop = ""
@@ -160,20 +154,24 @@ class Recorder:
         """Drain what can be drained within ``timeout``; the rest waits in the spool."""
         deadline = time.monotonic() + timeout
         for w in self.workers:
-            while time.monotonic() < deadline and w.spool.pending(w.sink.name)[0] and not w.last_error_at:
+            while time.monotonic() < deadline and self.spool.pending(w.sink.name)[0] and not w.failing_since:
                 time.sleep(0.05)
+        for w in self.workers:
             w.stopping.set()
         for w in self.workers:
-            w.thread.join(max(0.1, deadline - time.monotonic()))
+            w.thread.join(max(0.5, deadline - time.monotonic()))
             w.sink.close()
+        self.encoder.close()
         self.spool.close()
 
     def stats(self) -> dict[str, Any]:
-        spool = self.spool.stats()
         return {
             "recorded": self.recorded,
             "dropped": dict(self.dropped),
             "last_drop": self.last_drop,
-            "spool": spool,
+            "spool": self.spool.stats(),
             "sinks": {w.sink.name: w.stats() for w in self.workers},
         }
+
+
+__all__ = ["Batch", "Recorder", "Rejected", "Sink", "SinkWorker"]

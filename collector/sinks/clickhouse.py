@@ -1,7 +1,9 @@
 """ClickHouse sink: capture rows into the ``captures`` table.
 
-Inserts are idempotent by capture id: the table is a ReplacingMergeTree keyed on
-(started_at, id), so a batch replayed after a crash collapses to one row per capture.
+Payloads are JSONEachRow, encoded in the encoder process; ClickHouse parses them in
+C++ without holding Python's GIL. Inserts are idempotent by capture id: the table is a
+ReplacingMergeTree keyed on (started_at, id), so a batch replayed after a crash
+collapses to one row per capture.
 """
 
 from __future__ import annotations
@@ -9,39 +11,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from collector.enrich import to_db_row
-from collector.recorder import Rejected
-from schemas.capture import COLUMN_NAMES
+from collector.sinks.base import Rejected
+from collector.sinks.encoders import ENCODERS
 
-# ClickHouse error codes that mean "this data is wrong", not "try again later".
-_DATA_ERRORS = (
-    "CANNOT_PARSE",
-    "TYPE_MISMATCH",
-    "ILLEGAL_TYPE",
-    "TOO_LARGE",
-    "INCORRECT_DATA",
-    "VALUE_IS_OUT_OF_RANGE",
-)
+# ClickHouse error names that mean "this data is wrong", not "try again later".
+DATA_ERRORS = ("CANNOT_PARSE", "TYPE_MISMATCH", "ILLEGAL_TYPE", "INCORRECT_DATA", "VALUE_IS_OUT_OF_RANGE", "TOO_LARGE")
 
 
 class ClickHouseSink:
-    name = "clickhouse"
-
-    def __init__(self, client: Any, table: str = "captures") -> None:
+    def __init__(self, client: Any, table: str = "captures", kind: str = "captures", name: str = "clickhouse") -> None:
         self.client = client
         self.table = table
+        self.kind = kind
+        self.name = name
+        self.options: dict[str, Any] = {}
 
-    def export(self, records: Sequence[dict[str, Any]]) -> None:
+    def send(self, payload: bytes, rows: int) -> None:
+        if not rows:
+            return
         try:
-            rows = [to_db_row(r) for r in records]
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise Rejected(f"cannot convert to a row: {exc}") from exc
-        try:
-            self.client.insert(self.table, rows, column_names=list(COLUMN_NAMES))
+            self.client.raw_insert(self.table, insert_block=payload, fmt="JSONEachRow")
         except Exception as exc:
-            if any(code in str(exc) for code in _DATA_ERRORS) or isinstance(exc, TypeError | ValueError):
+            if any(code in str(exc) for code in DATA_ERRORS):
                 raise Rejected(str(exc)[:500]) from exc
             raise
+
+    def export(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Encode and send in this process: for tools and tests, not the drain."""
+        self.send(ENCODERS[self.kind](list(rows), **self.options), len(rows))
 
     def close(self) -> None:
         pass

@@ -1,0 +1,119 @@
+"""The encoder: turns spooled capture records into sink payloads, in a child process.
+
+Enrichment (parsing every API, pricing, thread inference) and serialization are pure
+CPU work. Done on a thread of the proxy's process they hold the GIL and stretch the
+proxy's latency tail (measured: p99 from under 1 ms to tens of ms). So they run in one
+spawned child process, sequentially (thread inference needs captures in order), and the
+sink threads only do I/O with the bytes it returns — OpenTelemetry's processor →
+exporter split, with the processor moved out of process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+log = logging.getLogger("prompttap.encoder")
+
+
+class EncoderError(RuntimeError):
+    """The encoder process failed; the batch stays in the spool and is retried."""
+
+
+class Encoder:
+    """Client side: ``encode(kind, options, records)`` returns (payload, rows, rejected)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ctx = multiprocessing.get_context("spawn")  # never fork the embedded engine
+        self._conn: Connection | None = None
+        self._proc: Any = None
+        self._warm_rows: list[dict[str, Any]] = []
+        self.restarts = 0
+
+    def start(self, warm_rows: list[dict[str, Any]] | None = None) -> None:
+        self._warm_rows = warm_rows or []
+        with self._lock:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=serve, args=(child,), name="prompttap-encoder", daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        if self._warm_rows:
+            self._call(("warm", self._warm_rows))
+
+    def _call(self, message: tuple[Any, ...]) -> Any:
+        assert self._conn is not None
+        try:
+            self._conn.send(message)
+            status, value = self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            self.restarts += 1
+            log.error("encoder process died (%s); restarting it", exc)
+            self._kill()
+            self._spawn()
+            raise EncoderError(f"encoder process died: {exc!r}") from None
+        if status == "error":
+            raise EncoderError(value)
+        return value
+
+    def encode(self, kind: str, options: dict[str, Any], records: Sequence[bytes]) -> tuple[bytes, int]:
+        """Payload for ``kind`` from raw spool records, and how many rows it holds."""
+        with self._lock:
+            return self._call(("encode", kind, options, list(records)))
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.send(("stop",))
+                    self._proc.join(5)
+                except (OSError, BrokenPipeError):
+                    pass
+                self._kill()
+                self._conn.close()
+                self._conn = None
+
+
+def serve(conn: Connection) -> None:
+    """The child process: answer encode requests until told to stop."""
+    import orjson
+
+    from collector.enrich import Enricher
+    from collector.sinks.encoders import ENCODERS
+
+    enricher = Enricher()
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        try:
+            if message[0] == "stop":
+                conn.send(("ok", None))
+                return
+            if message[0] == "warm":
+                enricher.warm(message[1])
+                conn.send(("ok", None))
+                continue
+            _, kind, options, records = message
+            t0 = time.perf_counter()
+            rows = [enricher(orjson.loads(raw)) for raw in records]
+            payload = ENCODERS[kind](rows, **options)
+            log.debug("encoded %d %s rows in %.1f ms", len(rows), kind, (time.perf_counter() - t0) * 1000)
+            conn.send(("ok", (payload, len(rows))))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))

@@ -1,0 +1,56 @@
+"""Prometheus text exposition of the recorder's health (``/metrics``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render(health: dict[str, Any]) -> str:
+    """Metrics in Prometheus text format 0.0.4 from ``App.health()``."""
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        out.append(f"# HELP prompttap_{name} {help_text}")
+        out.append(f"# TYPE prompttap_{name} {kind}")
+        for labels, value in samples:
+            label = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+            f = float(value)
+            number = str(int(f)) if f.is_integer() else repr(f)
+            out.append(f"prompttap_{name}{{{label}}} {number}" if label else f"prompttap_{name} {number}")
+
+    spool = health.get("spool", {})
+    sinks: dict[str, dict[str, Any]] = health.get("sinks", {})
+    metric("up", "gauge", "1 when every sink is healthy and nothing was dropped", [({}, health["status"] == "ok")])
+    metric("captures_recorded_total", "counter", "captures appended to the spool", [({}, health["recorded"])])
+    metric(
+        "captures_dropped_total",
+        "counter",
+        "captures that could not be spooled, by reason",
+        [({"reason": r}, n) for r, n in sorted(health.get("dropped", {}).items())] or [({"reason": "disk_full"}, 0)],
+    )
+    metric("inflight_exchanges", "gauge", "exchanges being proxied now", [({}, health.get("inflight", 0))])
+    metric("spool_bytes", "gauge", "bytes in spool segments", [({}, spool.get("bytes", 0))])
+    metric("spool_segments", "gauge", "spool segment files", [({}, spool.get("segments", 0))])
+    metric(
+        "spool_corrupt_records_total",
+        "counter",
+        "spool records skipped as corrupt",
+        [({}, spool.get("corrupt_records", 0))],
+    )
+    for key, name, kind, text in (
+        ("pending", "sink_queue_depth", "gauge", "captures spooled but not yet exported"),
+        ("pending_bytes", "sink_queue_bytes", "gauge", "spooled bytes not yet exported"),
+        ("exported", "sink_exported_total", "counter", "captures exported"),
+        ("failed_exports", "sink_failed_exports_total", "counter", "export attempts that failed (retried)"),
+        ("rejected", "sink_rejected_total", "counter", "captures the sink refused as malformed (set aside)"),
+        ("healthy", "sink_healthy", "gauge", "1 when the last export succeeded"),
+    ):
+        metric(name, kind, text, [({"sink": s}, float(v[key])) for s, v in sorted(sinks.items())])
+    errors = [({"sink": s, "error": v["last_error"][:200]}, 1.0) for s, v in sorted(sinks.items()) if v["last_error"]]
+    if errors:
+        metric("sink_last_error_info", "gauge", "the last export error per sink", errors)
+    return "\n".join(out) + "\n"
