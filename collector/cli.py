@@ -61,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--retention-days", type=int, metavar="N", help="drop captures older than N days (0 = never)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--ui-token",
+        metavar="TOKEN",
+        help="protect the inspector with this token (env PROMPTTAP_UI_TOKEN, preferred: flags show in `ps`); "
+        "required when --ui is not a loopback address",
+    )
+    serve.add_argument(
+        "--upstream-key",
+        metavar="ROUTE=ENV_VAR",
+        action="append",
+        dest="upstream_keys",
+        help="the inspector's replays to ROUTE ('default' or a --route) use the key in ENV_VAR (repeatable)",
+    )
+
+    from collector import export_cli
+
+    export = sub.add_parser("export", help="export captured conversations as fine-tuning data")
+    export_cli.add_arguments(export)
     return parser
 
 
@@ -89,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         except StartupError as exc:
             print(f"prompttap: {exc}", file=sys.stderr)
             return 1
+    if args.command == "export":
+        from collector.export_cli import run
+
+        return run(args, settings)
     return 2
 
 

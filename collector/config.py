@@ -26,6 +26,7 @@ ENV = {
     "max_body_bytes": "PROMPTTAP_MAX_BODY_BYTES",
     "retention_days": "PROMPTTAP_RETENTION_DAYS",
     "spool_max_bytes": "PROMPTTAP_SPOOL_MAX_BYTES",
+    "ui_token": "PROMPTTAP_UI_TOKEN",
 }
 """Environment variable for each setting that has one."""
 
@@ -87,6 +88,8 @@ class Settings:
     drain_after_finish_bytes: int = 2**20
     fsync_interval: float = 0.05
     log_level: str = "info"
+    ui_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
+    upstream_keys: dict[str, str] = field(default_factory=dict)  # route -> name of the env var holding its key
 
     @property
     def store_dsn(self) -> str:
@@ -166,7 +169,43 @@ def load(flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settin
             raise ConfigError("upstream_timeout must be positive")
     if "log_level" in merged:
         kw["log_level"] = str(merged["log_level"])
+    if merged.get("ui_token"):
+        kw["ui_token"] = str(merged["ui_token"])
+    kw["upstream_keys"] = _upstream_keys(merged.get("upstream_keys", []), routes)
+    ui = kw.get("ui", parse_hostport(DEFAULT_UI, "--ui"))
+    if ui is not None and not kw.get("ui_token") and not _is_loopback(ui[0]):
+        raise ConfigError(
+            f"--ui {ui[0]}:{ui[1]} is reachable from other machines: set --ui-token or PROMPTTAP_UI_TOKEN "
+            "to protect the inspector, or bind it to 127.0.0.1"
+        )
     return Settings(**kw)
+
+
+def _upstream_keys(raw: Any, routes: dict[str, Upstream]) -> dict[str, str]:
+    """``ROUTE=ENV_VAR`` items (or a config-file table) -> {route: env var name}."""
+    if isinstance(raw, dict):  # config file: [upstream_keys] route = "ENV_VAR"
+        raw = [f"{k}={v}" for k, v in raw.items()]
+    out: dict[str, str] = {}
+    for item in raw:
+        route, sep, var = str(item).partition("=")
+        route, var = route.strip(), var.strip()
+        if not sep or not route or not var:
+            raise ConfigError(f"--upstream-key must be ROUTE=ENV_VAR, got {item!r}")
+        if route != "default" and route not in routes:
+            raise ConfigError(f"--upstream-key names route {route!r}, which is not defined (use default or a --route)")
+        out[route] = var
+    return out
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _check_dsn(dsn: str) -> str:

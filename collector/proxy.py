@@ -71,7 +71,7 @@ class Tee:
         "body_limit",
         "chunks",
         "kept",
-        "recorded_size",
+        "recorded",
         "sha",
         "size",
         "t0",
@@ -90,7 +90,7 @@ class Tee:
         self.timing: list[tuple[float, int]] = []
         self.truncated = False
         self.ttfb: float | None = None
-        self.recorded_size = -1  # response size when last spooled; -1 = never
+        self.recorded: tuple[int, str] | None = None  # (size, outcome) when last spooled
 
     def feed(self, chunk: bytes) -> None:
         offset = (time.perf_counter() - self.t0) * 1000.0
@@ -127,6 +127,7 @@ class Proxy:
         self.session: aiohttp.ClientSession | None = None
         self.inflight = 0
         self.health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"}
+        self.metrics: Callable[[], str] = lambda: ""
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(
@@ -197,6 +198,9 @@ class Proxy:
             target += "?" + raw_query.decode("latin-1")
         headers, own = _upstream_headers(scope["headers"])
         tee = Tee(t0, self.settings.max_body_bytes)
+        # One identity per exchange, however many times its capture is spooled.
+        trace_id, parent = _traceparent(_header(scope["headers"], b"traceparent"))
+        identity = (new_capture_id(), trace_id, os.urandom(8).hex(), parent)
         state: dict[str, Any] = {
             "status": 0,
             "outcome": "ok",
@@ -206,7 +210,7 @@ class Proxy:
         }
 
         def capture() -> Capture:
-            return self._capture(scope, upstream, route, rel_path, target, body, own, tee, state, started_at, t0)
+            return self._capture(scope, upstream, route, rel_path, body, own, tee, state, started_at, t0, identity)
 
         try:
             resp = await self.session.request(  # type: ignore[union-attr]
@@ -215,7 +219,7 @@ class Proxy:
         except Exception as exc:
             status, kind = _transport_failure(exc)
             state.update(status=status, outcome="upstream_unreachable", error=f"{kind}: {exc!r}"[:2000])
-            self.record(capture())
+            self._spool(capture, tee, state)
             await _json_error(
                 send,
                 status,
@@ -256,7 +260,7 @@ class Proxy:
                         break
                     continue
                 if (expected is not None and tee.size == expected) or (streaming and TERMINAL_EVENT.search(chunk)):
-                    self._spool(capture, tee)  # before the client can see the answer complete
+                    self._spool(capture, tee, state)  # before the client can see the answer complete
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except asyncio.CancelledError:
             state.update(outcome="client_cancelled", error="prompttap shut down mid-response")
@@ -269,8 +273,8 @@ class Proxy:
                 watcher.cancel()
             gone.settle()
             resp.release()
-            if tee.recorded_size != tee.size or state["outcome"] != "ok":
-                self._spool(capture, tee)
+            if tee.recorded != (tee.size, state["outcome"]):
+                self._spool(capture, tee, state)
         if gone.happened:
             return
         if state["error"]:
@@ -278,8 +282,10 @@ class Proxy:
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    def _spool(self, capture: Callable[[], Capture], tee: Tee) -> None:
-        tee.recorded_size = tee.size
+    def _spool(self, capture: Callable[[], Capture], tee: Tee, state: dict[str, Any]) -> None:
+        """Spool the exchange as it stands. Spooled again (same id) only if it changed since:
+        the store keeps the newest version of a capture id."""
+        tee.recorded = (tee.size, state["outcome"])
         try:
             self.record(capture())
         except Exception:
@@ -291,24 +297,24 @@ class Proxy:
         upstream: Upstream,
         route: str,
         rel_path: str,
-        target: str,
         body: bytes,
         own: dict[str, str],
         tee: Tee,
         state: dict[str, Any],
         started_at: float,
         t0: float,
+        identity: tuple[Any, str, str, str],
     ) -> Capture:
         req_headers = redact_headers(scope["headers"])
         query = redact_query(scope["query_string"].decode("latin-1"))
-        trace_id, parent = _traceparent(req_headers.get("traceparent", ""))
+        capture_id, trace_id, span_id, parent = identity
         limit = self.settings.max_body_bytes
         tags = [t.strip() for t in own.get("tags", "").split(",") if t.strip()]
         upstream_url = upstream.base + upstream.target_path(rel_path) + (f"?{query}" if query else "")
         return Capture(
-            id=new_capture_id(),
+            id=capture_id,
             trace_id=trace_id,
-            span_id=os.urandom(8).hex(),
+            span_id=span_id,
             parent_span_id=parent,
             started_at=started_at,
             route=route,
@@ -343,6 +349,16 @@ class Proxy:
         if scope["path"] == "/_prompttap/healthz":
             health = self.health()
             await _send_json(send, 200 if health.get("status") == "ok" else 503, health)
+        elif scope["path"] == "/_prompttap/metrics":
+            body = self.metrics().encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body, "more_body": False})
         elif scope["path"] == "/_prompttap/refused":
             await _json_error(
                 send,
@@ -470,6 +486,13 @@ def _transport_failure(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return 502, "upstream closed the connection"
     return 502, type(exc).__name__
+
+
+def _header(raw: list[tuple[bytes, bytes]], name: bytes) -> str:
+    for k, v in raw:
+        if k == name:
+            return v.decode("latin-1")
+    return ""
 
 
 def _traceparent(value: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 import time
@@ -22,9 +23,10 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from collector.config import Settings
-from collector.enrich import Enricher
+from collector.encoder import Encoder
 from collector.proxy import Proxy
 from collector.recorder import Recorder
+from collector.sinks.base import Sink
 from collector.sinks.clickhouse import ClickHouseSink
 from collector.sinks.faults import with_faults
 from collector.spool import Spool
@@ -86,30 +88,43 @@ class App:
             migrate(self.store, settings.retention_days)
         except Exception as exc:
             raise StartupError(str(exc)) from None
+        sinks = self._sinks()
         self.spool = Spool(
             settings.spool_dir,
-            consumers=["clickhouse"],
+            consumers=[s.name for s in sinks],
             fsync_interval=settings.fsync_interval,
             max_bytes=settings.spool_max_bytes or None,
         )
-        self.enricher = Enricher()
-        self._warm_threads()
-        self.recorder = Recorder(
-            self.spool, [with_faults(ClickHouseSink(self.store))], self.enricher, settings.home / "rejected"
-        )
+        self.encoder = Encoder()
+        self.recorder = Recorder(self.spool, sinks, self.encoder, settings.home / "rejected")
         self.proxy = Proxy(settings, self.recorder.record)
         self.proxy.health = self.health
+        self.proxy.metrics = self.metrics
+        self.inspector_options = inspector_options(settings, os.environ)
 
-    def _warm_threads(self) -> None:
+    def _sinks(self) -> list[Sink]:
+        """ClickHouse (captures and otel_traces) always; Langfuse and OTLP when configured."""
+        from collector.sinks.otel_clickhouse import OtelTracesSink
+        from collector.sinks.otlp import sinks_from_env
+
+        try:
+            remote = sinks_from_env(os.environ)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        sinks: list[Sink] = [ClickHouseSink(self.store), OtelTracesSink(self.store), *remote]
+        return [with_faults(s) for s in sinks]
+
+    def _recent_threads(self) -> list[dict[str, Any]]:
+        """Recent conversations, oldest first, so thread inference continues across restarts."""
         try:
             result = self.store.query(
                 "SELECT id, route, session_id, prompt_template_id, messages, output_text, output_tool_calls, "
                 "thread_id FROM captures WHERE thread_id != '' ORDER BY started_at DESC LIMIT 10000"
             )
-            rows = [dict(zip(result.column_names, r, strict=True)) for r in reversed(result.result_rows)]
-            self.enricher.warm(rows)
-        except Exception as exc:
+            return [dict(zip(result.column_names, r, strict=True)) for r in reversed(result.result_rows)]
+        except Exception as exc:  # a cold thread index only means new threads
             log.warning("could not warm thread inference from the store: %s", exc)
+            return []
 
     def health(self) -> dict[str, Any]:
         stats = self.recorder.stats()
@@ -127,10 +142,33 @@ class App:
             **stats,
         }
 
+    def metrics(self) -> str:
+        from collector.metrics import render
+
+        return render(self.health())
+
     def inspector(self) -> Any:
         from inspector.app import create_app
 
-        return create_app(self.store, self.health)
+        return create_app(self.store, self.health, metrics=self.metrics, **self.inspector_options)
+
+
+def inspector_options(settings: Settings, environ: Any) -> dict[str, Any]:
+    """What the inspector needs from the settings: the proxy's own address (replays go through
+    it), the UI token, each route's upstream key read from its env var now (never logged), Langfuse."""
+    keys = {}
+    for route, var in settings.upstream_keys.items():
+        if not environ.get(var):
+            raise StartupError(f"--upstream-key {route}={var}: the environment variable {var} is not set")
+        keys[route] = environ[var]
+    host, port = settings.listen
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return {
+        "proxy_url": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
+        "ui_token": settings.ui_token or None,
+        "upstream_keys": keys,
+        "langfuse_url": (environ.get("LANGFUSE_BASE_URL") or environ.get("LANGFUSE_HOST") or "").strip() or None,
+    }
 
 
 def serve(settings: Settings) -> int:
@@ -139,6 +177,7 @@ def serve(settings: Settings) -> int:
     sockets = [bind(*settings.listen, "proxy")]
     if settings.ui:
         sockets.append(bind(*settings.ui, "inspector"))
+    app.encoder.start(app._recent_threads())
     app.recorder.start()
     try:
         uvloop = __import__("uvloop")

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 from inspector import api
+from inspector.security import protect
 from inspector.web import STATIC_DIR
 
 # Feature routers, included when present. Order matters only for overlapping paths.
@@ -33,6 +34,12 @@ def create_app(client: Any, health: Callable[[], dict[str, Any]] | None = None, 
         status = app.state.health()
         return JSONResponse(status, status_code=200 if status.get("status") == "ok" else 503)
 
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Per-sink queue depth, spool size, exported/failed counts (Prometheus text format)."""
+        render = options.get("metrics")
+        return PlainTextResponse(render() if render else "", media_type="text/plain; version=0.0.4")
+
     app.include_router(api.router)
     for name in ROUTER_MODULES:
         try:
@@ -43,4 +50,4 @@ def create_app(client: Any, health: Callable[[], dict[str, Any]] | None = None, 
             continue
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    return app
+    return protect(app)  # CSP, token login and CSRF on every response: secure by default
