@@ -295,9 +295,7 @@ def error_plan(family: str, status: int, message: str, extra: list[tuple[str, st
         name = _GEMINI_ERR.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
         obj = {"error": {"code": status, "message": message, "status": name}}
     else:
-        kind, code = _OPENAI_ERR.get(
-            status, ("server_error" if status >= 500 else "invalid_request_error", None)
-        )
+        kind, code = _OPENAI_ERR.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
         obj = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return _json_plan(obj, status, extra)
 
@@ -385,10 +383,7 @@ def _openai_chat(body: dict[str, Any], key: str) -> Plan:
         for c in g.calls:
             start = {"index": c.index, "id": call_id(i, c), "type": "function"}
             deltas.append(({"tool_calls": [{**start, "function": {"name": c.name, "arguments": ""}}]}, None))
-            deltas += [
-                ({"tool_calls": [{"index": c.index, "function": {"arguments": p}}]}, None)
-                for p in c.arg_pieces
-            ]
+            deltas += [({"tool_calls": [{"index": c.index, "function": {"arguments": p}}]}, None) for p in c.arg_pieces]
         deltas += [({"content": p}, None) for p in g.text_pieces]
         deltas.append(({}, finish(g)))
         per_choice.append(deltas)
@@ -432,13 +427,9 @@ def _openai_completion(body: dict[str, Any], key: str) -> Plan:
     chunks = []
     for i, g in enumerate(gens):
         for p in g.text_pieces:
-            chunks.append(
-                _sse({**head, "choices": [{"text": p, "index": i, "logprobs": None, "finish_reason": None}]})
-            )
+            chunks.append(_sse({**head, "choices": [{"text": p, "index": i, "logprobs": None, "finish_reason": None}]}))
         reason = "length" if g.truncated else "stop"
-        chunks.append(
-            _sse({**head, "choices": [{"text": "", "index": i, "logprobs": None, "finish_reason": reason}]})
-        )
+        chunks.append(_sse({**head, "choices": [{"text": "", "index": i, "logprobs": None, "finish_reason": reason}]}))
     if _include_usage(body):
         chunks.append(_sse({**head, "choices": [], "usage": usage}))
     chunks.append(_sse("[DONE]"))
@@ -451,10 +442,7 @@ def _embed_inputs(value: Any) -> list[str]:
     if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
         return [" ".join(map(str, value))]  # a single token array
     if isinstance(value, list):
-        return [
-            v if isinstance(v, str) else " ".join(map(str, v)) if isinstance(v, list) else dumps(v)
-            for v in value
-        ]
+        return [v if isinstance(v, str) else " ".join(map(str, v)) if isinstance(v, list) else dumps(v) for v in value]
     raise _BadRequest("'input' must be a string or a list")
 
 
@@ -470,9 +458,7 @@ def _openai_embeddings(body: dict[str, Any]) -> Plan:
         data.append({"object": "embedding", "index": i, "embedding": vec})
     words = count_words(texts)
     usage = {"prompt_tokens": words, "total_tokens": words}
-    return _json_plan(
-        {"object": "list", "data": data, "model": body.get("model") or MODELS[2], "usage": usage}
-    )
+    return _json_plan({"object": "list", "data": data, "model": body.get("model") or MODELS[2], "usage": usage})
 
 
 def _model_obj(name: str) -> dict[str, Any]:
@@ -557,9 +543,7 @@ def _responses(body: dict[str, Any], key: str) -> Plan:
                     {"output_index": out_index, "item": {**item, "arguments": "", "status": "in_progress"}},
                 )
             )
-            events += [
-                ("response.function_call_arguments.delta", {**ref, "delta": p}) for p in call.arg_pieces
-            ]
+            events += [("response.function_call_arguments.delta", {**ref, "delta": p}) for p in call.arg_pieces]
             events.append(
                 (
                     "response.function_call_arguments.done",
@@ -572,16 +556,12 @@ def _responses(body: dict[str, Any], key: str) -> Plan:
         open_item = {**items[0], "status": "in_progress", "content": []}
         events.append(("response.output_item.added", {"output_index": 0, "item": open_item}))
         events.append(("response.content_part.added", {**ref, "part": {**part, "text": ""}}))
-        events += [
-            ("response.output_text.delta", {**ref, "delta": p, "logprobs": []}) for p in gen.text_pieces
-        ]
+        events += [("response.output_text.delta", {**ref, "delta": p, "logprobs": []}) for p in gen.text_pieces]
         events.append(("response.output_text.done", {**ref, "text": gen.text, "logprobs": []}))
         events.append(("response.content_part.done", {**ref, "part": part}))
         events.append(("response.output_item.done", {"output_index": 0, "item": items[0]}))
     events.append(("response.incomplete" if gen.truncated else "response.completed", {"response": response}))
-    chunks = [
-        _sse({"type": name, "sequence_number": seq, **data}, name) for seq, (name, data) in enumerate(events)
-    ]
+    chunks = [_sse({"type": name, "sequence_number": seq, **data}, name) for seq, (name, data) in enumerate(events)]
     return _stream_plan(chunks, SSE_CT)
 
 
@@ -777,9 +757,7 @@ def _gemini(body: dict[str, Any], model: str, method: str, query: str, key: str)
         cands = []
         for i, g in enumerate(gens):
             parts = per[i][0] if g.calls else [{"text": g.text}]
-            cands.append(
-                {"content": {"parts": parts, "role": "model"}, "finishReason": finish(g), "index": i}
-            )
+            cands.append({"content": {"parts": parts, "role": "model"}, "finishReason": finish(g), "index": i})
         return _json_plan({"candidates": cands, "usageMetadata": usage(total), **tail})
 
     objs = []
@@ -805,9 +783,7 @@ def _gemini(body: dict[str, Any], model: str, method: str, query: str, key: str)
 # ---------------------------------------------------------------- routing
 
 
-def _echo(
-    method: str, path: str, query: str, raw_headers: list[tuple[str, str]], body: bytes
-) -> dict[str, Any]:
+def _echo(method: str, path: str, query: str, raw_headers: list[tuple[str, str]], body: bytes) -> dict[str, Any]:
     merged: dict[str, str] = {}
     for name, value in raw_headers:
         merged[name] = f"{merged[name]}, {value}" if name in merged else value
@@ -880,9 +856,7 @@ def _route(method: str, path: str, query: str, hdrs: Mapping[str, str], raw: byt
         if path.startswith("/v1/models/") and ":" not in path:
             return _json_plan(_model_obj(path.removeprefix("/v1/models/")))
         if path == "/api/tags":
-            tags = [
-                {"name": f"{m}:latest", "model": f"{m}:latest", "modified_at": CREATED_AT_ISO} for m in MODELS
-            ]
+            tags = [{"name": f"{m}:latest", "model": f"{m}:latest", "modified_at": CREATED_AT_ISO} for m in MODELS]
             return _json_plan({"models": tags})
         if path == "/api/version":
             return _json_plan({"version": "0.0.0-fake"})
@@ -982,8 +956,7 @@ def reassemble_openai_chat(chunks: list[dict[str, Any]]) -> dict[str, Any]:
             if choice.get("finish_reason") is not None:
                 finish[i] = choice["finish_reason"]
     out["choices"] = [
-        {"index": i, "message": messages[i], "logprobs": None, "finish_reason": finish.get(i)}
-        for i in sorted(messages)
+        {"index": i, "message": messages[i], "logprobs": None, "finish_reason": finish.get(i)} for i in sorted(messages)
     ]
     return out
 
@@ -1063,9 +1036,7 @@ def reassemble_gemini(chunks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def reassemble_responses(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(
-        e["response"] for e in reversed(events) if e["type"] in ("response.completed", "response.incomplete")
-    )
+    return next(e["response"] for e in reversed(events) if e["type"] in ("response.completed", "response.incomplete"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1191,9 +1162,7 @@ class _Controls:
             chunk_delay=ms("x-fake-chunk-delay-ms"),
             slow_body=None if slow is None else max(slow, 0) / 1000,
             slow_body_bytes=max(_int_header(h, "x-fake-slow-body-bytes") or 32, 1),
-            reset_after=None
-            if (reset := _int_header(h, "x-fake-reset-after")) is None or reset < 0
-            else reset,
+            reset_after=None if (reset := _int_header(h, "x-fake-reset-after")) is None or reset < 0 else reset,
             reset_rst=h.get("x-fake-reset-mode", "").lower() == "rst",
             hang=h.get("x-fake-hang") == "1",
             gzip=h.get("x-fake-gzip") == "1",
@@ -1216,9 +1185,7 @@ class _App:
     def __init__(self, fake: FakeUpstream) -> None:
         self.fake = fake
 
-    async def __call__(
-        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
-    ) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
             return
         arrived, wall = time.monotonic(), time.time()
@@ -1264,9 +1231,7 @@ class _App:
             obj = {"error": f"unknown control {method} {path}"}
         data = dumps(obj).encode()
         headers = [(b"content-type", JSON_CT.encode()), (b"content-length", str(len(data)).encode())]
-        await send(
-            {"type": "http.response.start", "status": 200 if "error" not in obj else 404, "headers": headers}
-        )
+        await send({"type": "http.response.start", "status": 200 if "error" not in obj else 404, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
     async def _respond(self, rec: RecordedRequest, send: Callable[..., Any], gone: asyncio.Event) -> None:
@@ -1307,9 +1272,7 @@ class _App:
         gap = ctl.chunk_delay if plan.stream else 0.0
         if ctl.slow_body is not None and not plan.stream:
             joined = b"".join(wire)
-            wire = [
-                joined[i : i + ctl.slow_body_bytes] for i in range(0, len(joined), ctl.slow_body_bytes)
-            ] or [b""]
+            wire = [joined[i : i + ctl.slow_body_bytes] for i in range(0, len(joined), ctl.slow_body_bytes)] or [b""]
             gap = ctl.slow_body
         headers = list(plan.headers)
         if ctl.gzip:

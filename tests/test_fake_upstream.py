@@ -92,16 +92,12 @@ def test_openai_sync_chat_stream_equals_non_stream(fake: FakeUpstream) -> None:
     assert plain.choices[0].finish_reason == "stop"
     assert plain.usage is not None and plain.usage.prompt_tokens == 6
 
-    chunks = list(
-        client.chat.completions.create(**chat_body(), stream=True, stream_options={"include_usage": True})
-    )
+    chunks = list(client.chat.completions.create(**chat_body(), stream=True, stream_options={"include_usage": True}))
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-2].choices[0].finish_reason == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage == plain.usage
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
-    assert (
-        len([c for c in chunks if c.choices and c.choices[0].delta.content]) == plain.usage.completion_tokens
-    )
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == plain.usage.completion_tokens
 
     as_json, streamed = fake.requests
     assert streamed.response_bytes.endswith(b"data: [DONE]\n\n")
@@ -150,9 +146,7 @@ def test_openai_n_choices_and_max_tokens(fake: FakeUpstream) -> None:
     client = oai(fake)
     plain = client.chat.completions.create(**chat_body(n=2))
     assert [c.message.content for c in plain.choices] == [REPLY, REPLY.replace("Echo:", "Echo 1:")]
-    list(
-        client.chat.completions.create(**chat_body(n=2), stream=True, stream_options={"include_usage": True})
-    )
+    list(client.chat.completions.create(**chat_body(n=2), stream=True, stream_options={"include_usage": True}))
     as_json, streamed = fake.requests
     assert reassemble_openai_chat(sse_json(streamed.response_bytes)) == json.loads(as_json.response_bytes)
 
@@ -167,9 +161,7 @@ def test_openai_legacy_completions_embeddings_models(fake: FakeUpstream) -> None
     assert done.choices[0].text == "Echo: Say hi 🦜你好"
     list(client.completions.create(**legacy, stream=True, stream_options={"include_usage": True}))
     as_json, streamed = fake.requests
-    assert reassemble_openai_completion(sse_json(streamed.response_bytes)) == json.loads(
-        as_json.response_bytes
-    )
+    assert reassemble_openai_completion(sse_json(streamed.response_bytes)) == json.loads(as_json.response_bytes)
 
     emb = client.embeddings.create(model="text-embedding-3-small", input=["alpha", "beta gamma"])  # base64
     assert [d.embedding for d in emb.data] == [embedding_vector("alpha"), embedding_vector("beta gamma")]
@@ -269,10 +261,7 @@ def test_anthropic_requires_api_key(fake: FakeUpstream) -> None:
         "error": {"type": "authentication_error", "message": "x-api-key header is required"},
     }
     assert httpx.post(fake.url("/v1/messages"), json=body, headers={"x-api-key": "k"}).status_code == 200
-    assert (
-        httpx.post(fake.url("/v1/messages"), json=body, headers={"authorization": "Bearer k"}).status_code
-        == 200
-    )
+    assert httpx.post(fake.url("/v1/messages"), json=body, headers={"authorization": "Bearer k"}).status_code == 200
 
 
 # ------------------------------------------------------------------ Ollama / Gemini
@@ -295,8 +284,7 @@ def test_ollama_ndjson_default_and_json(fake: FakeUpstream) -> None:
         gen = {"model": "llama3.2", "prompt": "Why is the sky blue?"}
         streamed = parse_ndjson(client.post(fake.url("/api/generate"), json=gen).content)
         assert (
-            reassemble_ollama(streamed)
-            == client.post(fake.url("/api/generate"), json={**gen, "stream": False}).json()
+            reassemble_ollama(streamed) == client.post(fake.url("/api/generate"), json={**gen, "stream": False}).json()
         )
 
         emb = client.post(fake.url("/api/embed"), json={"model": "m", "input": ["a", "b"]}).json()
@@ -368,9 +356,7 @@ def test_gzip_json_and_sse(fake: FakeUpstream) -> None:
     assert int(dict(rec.response_headers)["content-length"]) == len(rec.response_bytes)
 
     headers = {"x-fake-gzip": "1", "x-fake-chunk-delay-ms": "5"}
-    with httpx.stream(
-        "POST", fake.url("/v1/chat/completions"), json={**body, "stream": True}, headers=headers
-    ) as r:
+    with httpx.stream("POST", fake.url("/v1/chat/completions"), json={**body, "stream": True}, headers=headers) as r:
         events = [line for line in r.iter_lines() if line]
     assert events[-1] == "data: [DONE]"
     rec = fake.last
@@ -389,9 +375,7 @@ def test_reset_after_cuts_the_stream(fake: FakeUpstream, mode: str) -> None:
     got: list[str] = []
     with (
         pytest.raises(httpx.TransportError),
-        httpx.stream(
-            "POST", fake.url("/v1/chat/completions"), json=chat_body(stream=True), headers=headers
-        ) as r,
+        httpx.stream("POST", fake.url("/v1/chat/completions"), json=chat_body(stream=True), headers=headers) as r,
     ):
         got.extend(line for line in r.iter_lines() if line)
     assert len(got) <= 3
@@ -401,11 +385,7 @@ def test_reset_after_cuts_the_stream(fake: FakeUpstream, mode: str) -> None:
         assert len(got) == 3
 
     with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces its HTTP library's error type
-        list(
-            oai(fake).chat.completions.create(
-                **chat_body(), stream=True, extra_headers={"x-fake-reset-after": "2"}
-            )
-        )
+        list(oai(fake).chat.completions.create(**chat_body(), stream=True, extra_headers={"x-fake-reset-after": "2"}))
     with pytest.raises(httpx.TransportError):  # non-stream: content-length promised, body never sent
         httpx.post(fake.url("/v1/chat/completions"), json=chat_body(), headers={"x-fake-reset-after": "0"})
 
@@ -415,9 +395,7 @@ def test_echo_headers_any_method_and_path(fake: FakeUpstream) -> None:
     got = httpx.get(fake.url("/anything/x?y=1&z=%20"), headers=headers).json()
     assert (got["method"], got["path"], got["query"]) == ("GET", "/anything/x", "y=1&z=%20")
     assert got["headers"]["x-custom"] == "abc" and ["x-custom", "abc"] in got["raw_headers"]
-    posted = httpx.request(
-        "DELETE", fake.url("/v1/chat/completions"), content=b"payload", headers=headers
-    ).json()
+    posted = httpx.request("DELETE", fake.url("/v1/chat/completions"), content=b"payload", headers=headers).json()
     assert posted["method"] == "DELETE" and posted["body_sha256"] == hashlib.sha256(b"payload").hexdigest()
     status = httpx.put(fake.url("/p"), headers={**headers, "x-fake-status": "418"})
     assert status.status_code == 418 and status.json()["method"] == "PUT"
@@ -432,9 +410,7 @@ def test_binary_body_is_seeded(fake: FakeUpstream) -> None:
 
 def test_delays_and_chunk_times(fake: FakeUpstream) -> None:
     headers = {"x-fake-first-delay-ms": "120", "x-fake-chunk-delay-ms": "30"}
-    with httpx.stream(
-        "POST", fake.url("/v1/chat/completions"), json=chat_body(stream=True), headers=headers
-    ) as r:
+    with httpx.stream("POST", fake.url("/v1/chat/completions"), json=chat_body(stream=True), headers=headers) as r:
         assert r.status_code == 200  # streams send headers before the first-chunk delay
         list(r.iter_lines())
     rec = fake.last
@@ -476,9 +452,7 @@ def test_client_going_away_marks_cancelled(fake: FakeUpstream) -> None:
 
 def test_hang_never_responds(fake: FakeUpstream) -> None:
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(
-            fake.url("/v1/chat/completions"), json=chat_body(), headers={"x-fake-hang": "1"}, timeout=0.3
-        )
+        httpx.post(fake.url("/v1/chat/completions"), json=chat_body(), headers={"x-fake-hang": "1"}, timeout=0.3)
     rec = fake.last
     assert rec.status is None and rec.response_chunks == []
     assert fake.wait_until(lambda: rec.cancelled, timeout=3)

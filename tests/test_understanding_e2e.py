@@ -116,7 +116,8 @@ def test_openai_embeddings_and_models(pt: Prompttap):
     assert cap["api"] == "openai.embeddings" and len(cap["messages"]) == 2
     models = client.models.list()
     assert models.data
-    assert any(c["api"] == "openai.models" for c in pt.captures(api="openai.models"))
+    pt.drained()
+    assert pt.wait_captures(1, api="openai.models")[0]["api"] == "openai.models"
 
 
 def test_anthropic_messages_stream_equals_non_stream(pt: Prompttap):
