@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint format bench install clean
+.PHONY: run test lint format bench install clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,16 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/prompttap serve $(ARGS)
 
-## Lint, then the whole test suite
-test: install lint
+## Lint, then the whole test suite (browser tests use Debian's chromium, installed here if missing)
+test: install lint chromium
 	$(BIN)/pytest -q
+
+# Headless Chromium from Debian's package, never a tool's own browser download.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check .

@@ -11,7 +11,9 @@ exporter split, with the processor moved out of process.
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -30,9 +32,8 @@ class Encoder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ctx = multiprocessing.get_context("spawn")  # never fork the embedded engine
         self._conn: Connection | None = None
-        self._proc: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._warm_rows: list[dict[str, Any]] = []
         self.restarts = 0
 
@@ -42,11 +43,18 @@ class Encoder:
             self._spawn()
 
     def _spawn(self) -> None:
-        parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=serve, args=(child,), name="prompttap-encoder", daemon=True)
-        self._proc.start()
+        # A fresh interpreter (never a fork of the process holding the embedded engine),
+        # talking over a socketpair; plain subprocess, so no multiprocessing helper process.
+        import socket
+
+        parent, child = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.encoder", str(child.fileno())],
+            pass_fds=[child.fileno()],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))},
+        )
         child.close()
-        self._conn = parent
+        self._conn = Connection(parent.detach())
         if self._warm_rows:
             self._call(("warm", self._warm_rows))
 
@@ -71,17 +79,18 @@ class Encoder:
             return self._call(("encode", kind, options, list(records)))
 
     def _kill(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
-            self._proc.join(5)
+            self._proc.wait(5)
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 try:
                     self._conn.send(("stop",))
-                    self._proc.join(5)
-                except (OSError, BrokenPipeError):
+                    if self._proc is not None:
+                        self._proc.wait(5)
+                except (OSError, subprocess.TimeoutExpired):
                     pass
                 self._kill()
                 self._conn.close()
@@ -117,3 +126,13 @@ def serve(conn: Connection) -> None:
             conn.send(("ok", (payload, len(rows))))
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _root() -> str:
+    """The folder holding the ``collector`` package, so the child imports the same code."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(Connection(int(sys.argv[1])))
