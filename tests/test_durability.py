@@ -230,3 +230,57 @@ def test_full_spool_drops_are_counted_and_traffic_flows(fake: FakeUpstream, tmp_
         pt.wait_captures(health["recorded"] + 1)  # recording resumed without a restart
     finally:
         pt.stop()
+
+
+def test_real_full_disk_under_the_spool(fake: FakeUpstream, tmp_path: Path):
+    """F8: the spool's filesystem fills up (an 8 MiB tmpfs). Traffic keeps flowing, every
+    capture that could not be written is counted, and recording resumes without a restart."""
+    import os
+    import subprocess
+
+    assert os.geteuid() == 0, "this test mounts a tmpfs: run the suite as root (CI does)"
+    home = tmp_path / "pt"
+    spool = home / "spool"
+    spool.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(spool)], check=True)
+    flag = tmp_path / "store-down"
+    flag.touch()
+    try:
+        pt = Prompttap(home, fake.base_url, env={"PROMPTTAP_FAULT_SINK_DOWN": str(flag)}).start()
+        try:
+            sent = []
+            with httpx.Client(timeout=30) as client:
+                for i in range(40):
+                    n = uuid.uuid4().hex
+                    body = {
+                        "model": "gpt-4o",
+                        "nonce": n,
+                        "messages": [{"role": "user", "content": n + " x" * 150_000}],
+                    }
+                    r = client.post(f"{pt.url}/v1/chat/completions", json=body)
+                    assert r.status_code == 200 and n in r.text  # the client never notices
+                    sent.append(n)
+            health = pt.health()
+            dropped = health["dropped"].get("disk_full", 0)
+            assert dropped > 0 and health["status"] == "degraded"
+            assert health["recorded"] + dropped == len(sent)
+            metrics = httpx.get(f"{pt.ui_url}/metrics").text
+            assert f'prompttap_captures_dropped_total{{reason="disk_full"}} {dropped}' in metrics
+            flag.unlink()
+            pt.drained(timeout=120)
+            after = uuid.uuid4().hex
+            httpx.post(
+                f"{pt.url}/v1/chat/completions",
+                json={"model": "gpt-4o", "nonce": after, "messages": [{"role": "user", "content": after}]},
+            )
+            pt.drained(timeout=60)
+            assert pt.health()["recorded"] == health["recorded"] + 1  # resumed, no restart
+        finally:
+            assert pt.stop() == 0
+        stored, _ = stored_nonces(home)
+        assert after in stored
+        missing = [n for n in sent if n not in stored]
+        assert len(missing) == dropped  # exactly the counted drops are missing, nothing else
+        assert all(stored[n] == 1 for n in sent if n in stored)
+    finally:
+        subprocess.run(["umount", str(spool)], check=False)
