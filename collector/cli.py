@@ -79,11 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export captured conversations as fine-tuning data")
     export_cli.add_arguments(export)
+
+    from collector import demo
+
+    demo.add_arguments(sub.add_parser("demo", help="run prompttap on a simulated upstream with sample traffic"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":  # the demo configures the `prompttap serve` it starts itself
+        from collector.demo import run_demo
+
+        return run_demo(args)
     flags = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         settings = config.load(flags)

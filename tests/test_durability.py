@@ -250,7 +250,7 @@ def test_real_full_disk_under_the_spool(fake: FakeUpstream, tmp_path: Path):
         try:
             sent = []
             with httpx.Client(timeout=30) as client:
-                for i in range(40):
+                for _ in range(40):
                     n = uuid.uuid4().hex
                     body = {
                         "model": "gpt-4o",
