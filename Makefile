@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint format bench install clean chromium
+.PHONY: run demo test lint format bench install clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(BIN)/.installed
 ## Start prompttap on the embedded ClickHouse store (./.prompttap); ARGS="--upstream URL ..."
 run: install
 	$(BIN)/prompttap serve $(ARGS)
+
+## A first run without an upstream or internet: simulated LLM, sample traffic, the inspector's URLs
+demo: install
+	$(BIN)/prompttap demo $(ARGS)
 
 ## Lint, then the whole test suite (browser tests use Debian's chromium, installed here if missing)
 test: install lint chromium
@@ -42,4 +46,4 @@ bench: install
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .prompttap .pytest_cache
+	rm -rf $(VENV) .prompttap .prompttap-demo .pytest_cache

@@ -143,7 +143,7 @@ class SecurityMiddleware:
                         return
                     supplied = (parse_qs(body.decode("latin-1")).get(CSRF_FIELD) or [None])[0]
                 if not supplied or not csrf or new_csrf or not hmac.compare_digest(supplied, csrf):
-                    await _refuse(send, path, headers, 403, "CSRF token missing or wrong: reload the page")
+                    await _refuse(send, path, headers, 403, "CSRF token missing or wrong: reload the page (scripts: send X-CSRF-Token or a Bearer token)")
                     return
         await self.app(scope, receive, send)
 
@@ -256,15 +256,10 @@ def _same_origin(headers: Headers) -> bool:
 
 
 def _from_browser(headers: Headers, cookies: dict[str, str]) -> bool:
-    """Browsers send Origin/Sec-Fetch-* on POSTs and our cookies: those requests need a CSRF token.
-    A script with neither has no ambient credential to abuse."""
-    return (
-        "origin" in headers
-        or "sec-fetch-site" in headers
-        or "referer" in headers
-        or CSRF_COOKIE in cookies
-        or SESSION_COOKIE in cookies
-    )
+    """Browsers send Origin/Sec-Fetch-* on POSTs: those requests need a CSRF token, and so does
+    anything carrying the login session (an ambient credential). A script that merely kept our
+    CSRF cookie in its cookie jar carries no credential and is not asked for one."""
+    return "origin" in headers or "sec-fetch-site" in headers or "referer" in headers or SESSION_COOKIE in cookies
 
 
 def _is_form(headers: Headers) -> bool:
