@@ -37,6 +37,7 @@ SESSION_COOKIE = "prompttap_session"
 CSRF_COOKIE = "prompttap_csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
+CSRF_REFUSAL = "CSRF token missing or wrong: reload the page (scripts: send X-CSRF-Token or a Bearer token)"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = ("/healthz", "/metrics", "/login")
 OPEN_PREFIXES = ("/static/",)
@@ -143,7 +144,7 @@ class SecurityMiddleware:
                         return
                     supplied = (parse_qs(body.decode("latin-1")).get(CSRF_FIELD) or [None])[0]
                 if not supplied or not csrf or new_csrf or not hmac.compare_digest(supplied, csrf):
-                    await _refuse(send, path, headers, 403, "CSRF token missing or wrong: reload the page (scripts: send X-CSRF-Token or a Bearer token)")
+                    await _refuse(send, path, headers, 403, CSRF_REFUSAL)
                     return
         await self.app(scope, receive, send)
 
