@@ -18,7 +18,7 @@ from typing import Any
 
 from collector.apis import understand
 from collector.apis.base import Exchange, Understanding
-from schemas.capture import COLUMN_NAMES, record_body_bytes
+from schemas.capture import COLUMN_NAMES, CONVERSATION_APIS, record_body_bytes
 
 log = logging.getLogger("prompttap.enrich")
 
@@ -183,17 +183,3 @@ class Enricher:
                 log.warning("thread inference failed for %s: %s", rec.get("id"), exc)
         row["prompt_template_id"] = template_id
         row["thread_id"] = thread_id
-
-
-# Conversations happen here; embeddings and model lists have no thread or template.
-CONVERSATION_APIS = frozenset(
-    {
-        "openai.chat",
-        "openai.responses",
-        "openai.completions",
-        "anthropic.messages",
-        "ollama.chat",
-        "ollama.generate",
-        "gemini.generate",
-    }
-)

@@ -45,6 +45,19 @@ APIS: tuple[str, ...] = (
     "unknown",
 )
 
+# The APIs whose captures are conversations: they get a prompt template and a thread, and
+# they are what export turns into training data. Embeddings, model listings and unknown
+# traffic are not conversations.
+CONVERSATION_APIS: tuple[str, ...] = (
+    "openai.chat",
+    "openai.responses",
+    "openai.completions",
+    "anthropic.messages",
+    "ollama.chat",
+    "ollama.generate",
+    "gemini.generate",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Column:

@@ -633,8 +633,8 @@ def test_delete_removes_the_capture_and_its_span(fake: FakeUpstream, make_pt):
         assert r.status_code == 303 and r.headers["location"].startswith("/?deleted=")
         assert ui.get(f"/api/captures/{victim['id']}").status_code == 404
         assert ui.get(f"/captures/{victim['id']}").status_code == 404
-        # This client holds the CSRF cookie, like a browser: its API calls need the token too.
-        assert ui.delete(f"/api/captures/{other['id']}").status_code == 403
+        # Calls that look like a browser's (Origin) need the token; a cookie jar alone carries no credential.
+        assert ui.delete(f"/api/captures/{other['id']}", headers={"origin": pt.ui_url}).status_code == 403
         csrf = {"x-csrf-token": token}
         assert ui.delete(f"/api/captures/{victim['id']}", headers=csrf).status_code == 404
         assert ui.delete(f"/api/captures/{other['id']}", headers=csrf).json() == {"deleted": other["id"]}

@@ -13,7 +13,22 @@ import json
 from typing import Any
 
 from collector.apis import pricing
-from collector.apis.base import Exchange, Understanding, load_json, message
+from collector.apis.base import (
+    Exchange,
+    Understanding,
+    as_count,
+    as_dict,
+    as_index,
+    as_list,
+    as_str,
+    join_notes,
+    json_text,
+    load_json,
+    load_json_object,
+    message,
+    parse_note,
+    read_error_or_empty,
+)
 from collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
 
 API = "anthropic.messages"
@@ -44,14 +59,10 @@ def understand_messages(x: Exchange) -> Understanding:
     ``output_tokens_details.thinking_tokens`` when reported.
     """
     u = Understanding(api=API, provider=PROVIDER)
-    try:
+    with parse_note(u, "request"):
         _read_request(x, u)
-    except Exception as exc:
-        u.parse_error = f"request: {_reason(exc)}"
-    try:
+    with parse_note(u, "response"):
         _read_response(x, u)
-    except Exception as exc:
-        u.parse_error = _join(u.parse_error, f"response: {_reason(exc)}")
     return u
 
 
@@ -59,10 +70,8 @@ def understand_messages(x: Exchange) -> Understanding:
 
 
 def _read_request(x: Exchange, u: Understanding) -> None:
-    req = load_json(x.request_body)
-    if not isinstance(req, dict):
-        raise ValueError("body is not a JSON object")
-    u.model = _s(req.get("model"))
+    req = load_json_object(x.request_body)
+    u.model = as_str(req.get("model"))
     u.stream = req.get("stream") is True
     u.params = {k: req[k] for k in _PARAMS if k in req}
     u.system_prompt = _system_text(req.get("system"))
@@ -73,16 +82,16 @@ def _read_request(x: Exchange, u: Understanding) -> None:
 def _system_text(system: Any) -> str:
     if isinstance(system, str):
         return system
-    return "\n".join(_s(b.get("text")) for b in _l(system) if isinstance(b, dict) and b.get("type") == "text")
+    return "\n".join(as_str(b.get("text")) for b in as_list(system) if isinstance(b, dict) and b.get("type") == "text")
 
 
 def _messages(raw: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     tool_names: dict[str, str] = {}  # tool_use id -> name, to name the tool results
-    for m in _l(raw):
+    for m in as_list(raw):
         if not isinstance(m, dict):
             continue
-        role = _s(m.get("role")) or "user"
+        role = as_str(m.get("role")) or "user"
         content = m.get("content")
         if isinstance(content, str):
             out.append(message(role, content))
@@ -90,7 +99,7 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         emitted = len(out)
         blocks: list[dict[str, Any]] = []
         calls: list[dict[str, Any]] = []
-        for b in _l(content):
+        for b in as_list(content):
             if not isinstance(b, dict):
                 continue
             kind = b.get("type")
@@ -121,12 +130,12 @@ def _from_blocks(role: str, blocks: list[dict[str, Any]], calls: list[dict[str, 
 
 
 def _tool_result(b: dict[str, Any], tool_names: dict[str, str]) -> dict[str, Any]:
-    call_id = _s(b.get("tool_use_id"))
+    call_id = as_str(b.get("tool_use_id"))
     content = b.get("content")
     if isinstance(content, str):
         msg = message("tool", content)
     else:
-        msg = _from_blocks("tool", [c for c in _l(content) if isinstance(c, dict)])
+        msg = _from_blocks("tool", [c for c in as_list(content) if isinstance(c, dict)])
     if b.get("is_error") is True:
         msg["parts"].append({"type": "tool_result", "is_error": True})
     msg["tool_call_id"] = call_id
@@ -137,7 +146,7 @@ def _tool_result(b: dict[str, Any], tool_names: dict[str, str]) -> dict[str, Any
 def _part(b: dict[str, Any]) -> dict[str, Any]:
     kind = b.get("type")
     if kind == "text":
-        return {"type": "text", "text": _s(b.get("text"))}
+        return {"type": "text", "text": as_str(b.get("text"))}
     if kind == "image":
         return {"type": "image", **_source(b.get("source"))}
     if kind == "document":
@@ -146,46 +155,46 @@ def _part(b: dict[str, Any]) -> dict[str, Any]:
             part["title"] = b["title"]
         return part
     if kind == "thinking":
-        return {"type": "thinking", "text": _s(b.get("thinking")), "signature": _s(b.get("signature"))}
+        return {"type": "thinking", "text": as_str(b.get("thinking")), "signature": as_str(b.get("signature"))}
     if kind == "redacted_thinking":
-        return {"type": "thinking", "redacted": True, "data": _s(b.get("data"))}
-    return {**b, "type": _s(kind) or "unknown"}  # server tools, search results...: kept as sent
+        return {"type": "thinking", "redacted": True, "data": as_str(b.get("data"))}
+    return {**b, "type": as_str(kind) or "unknown"}  # server tools, search results...: kept as sent
 
 
 def _source(src: Any) -> dict[str, Any]:
-    src = _d(src)
+    src = as_dict(src)
     kind = src.get("type")
     if kind == "base64":
-        media = _s(src.get("media_type"))
-        return {"url": f"data:{media};base64,{_s(src.get('data'))}", "media_type": media}
+        media = as_str(src.get("media_type"))
+        return {"url": f"data:{media};base64,{as_str(src.get('data'))}", "media_type": media}
     if kind == "url":
-        return {"url": _s(src.get("url"))}
+        return {"url": as_str(src.get("url"))}
     if kind == "file":
-        return {"file_id": _s(src.get("file_id"))}
+        return {"file_id": as_str(src.get("file_id"))}
     if kind == "text":
-        return {"text": _s(src.get("data")), "media_type": _s(src.get("media_type"))}
+        return {"text": as_str(src.get("data")), "media_type": as_str(src.get("media_type"))}
     if kind == "content":
         inner = src.get("content")
         if isinstance(inner, str):
             return {"text": inner}
-        return {"text": "\n".join(_s(c.get("text")) for c in _l(inner) if isinstance(c, dict))}
+        return {"text": "\n".join(as_str(c.get("text")) for c in as_list(inner) if isinstance(c, dict))}
     return {"source": src}
 
 
 def _tool_call(b: dict[str, Any], raw_args: str | None = None) -> dict[str, Any]:
-    args = raw_args if raw_args is not None else _json_text(b.get("input", {}))
-    return {"id": _s(b.get("id")), "name": _s(b.get("name")), "arguments": args}
+    args = raw_args if raw_args is not None else json_text(b.get("input", {}))
+    return {"id": as_str(b.get("id")), "name": as_str(b.get("name")), "arguments": args}
 
 
 def _tools(raw: Any) -> list[dict[str, Any]]:
     out = []
-    for t in _l(raw):
+    for t in as_list(raw):
         if not isinstance(t, dict):
             continue
         tool = {
-            "name": _s(t.get("name")),
-            "description": _s(t.get("description")),
-            "parameters": _d(t.get("input_schema")),
+            "name": as_str(t.get("name")),
+            "description": as_str(t.get("description")),
+            "parameters": as_dict(t.get("input_schema")),
         }
         if t.get("type") not in (None, "custom"):
             tool["type"] = t["type"]  # server tools (web_search_..., bash_...) have no schema
@@ -197,20 +206,12 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
 
 
 def _read_response(x: Exchange, u: Understanding) -> None:
-    body = x.response_body
-    if x.status_code >= 300 or 0 < x.status_code < 200:
-        u.response = _json_or_none(body)
-        return
-    if not body:
-        if u.stream:
-            u.incomplete = True  # a stream that ended before its first event
-        elif x.status_code:
-            raise ValueError("empty body")
+    if read_error_or_empty(x, u):
         return
     if _is_sse(x):
         _read_stream(x, u)
     else:
-        u.response = load_json(body)
+        u.response = load_json(x.response_body)
         _read_message(u.response, u)
 
 
@@ -224,33 +225,34 @@ def _is_sse(x: Exchange) -> bool:
 def _read_message(msg: Any, u: Understanding, raw_args: dict[int, str] | None = None) -> None:
     if not isinstance(msg, dict):
         raise ValueError("body is not a JSON object")
-    u.response_model = _s(msg.get("model"))
-    u.response_id = _s(msg.get("id"))
-    u.finish_reason = _s(msg.get("stop_reason"))
+    u.response_model = as_str(msg.get("model"))
+    u.response_id = as_str(msg.get("id"))
+    u.finish_reason = as_str(msg.get("stop_reason"))
     texts: list[str] = []
-    for i, b in enumerate(_l(msg.get("content"))):
+    for i, b in enumerate(as_list(msg.get("content"))):
         if not isinstance(b, dict):
             continue
         if b.get("type") == "text":
-            texts.append(_s(b.get("text")))
+            texts.append(as_str(b.get("text")))
         elif b.get("type") == "tool_use":
             u.output_tool_calls.append(_tool_call(b, (raw_args or {}).get(i)))
     u.output_text = "".join(texts)  # citation answers split one text over many blocks
 
-    usage = _d(msg.get("usage"))
-    counts = [_int(usage.get(k)) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
+    usage = as_dict(msg.get("usage"))
+    input_keys = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    counts = [as_count(usage.get(k)) for k in input_keys]
     if any(c is not None for c in counts):
         u.input_tokens = sum(c or 0 for c in counts)
-    u.output_tokens = _int(usage.get("output_tokens"))
-    u.cached_tokens = _int(usage.get("cache_read_input_tokens"))
-    u.reasoning_tokens = _int(_d(usage.get("output_tokens_details")).get("thinking_tokens"))
+    u.output_tokens = as_count(usage.get("output_tokens"))
+    u.cached_tokens = as_count(usage.get("cache_read_input_tokens"))
+    u.reasoning_tokens = as_count(as_dict(usage.get("output_tokens_details")).get("thinking_tokens"))
     u.cost_usd = pricing.cost_usd(
         PROVIDER,
         u.response_model or u.model,
         u.input_tokens,
         u.output_tokens,
         u.cached_tokens,
-        cache_write_tokens=_int(usage.get("cache_creation_input_tokens")),
+        cache_write_tokens=as_count(usage.get("cache_creation_input_tokens")),
     )
 
 
@@ -277,28 +279,31 @@ def _read_stream(x: Exchange, u: Understanding) -> None:
         kind = data.get("type") or ev.event
         content = False
         if kind == "message_start":
-            msg = _d(data.get("message"))
+            msg = as_dict(data.get("message"))
         elif kind == "content_block_start":
-            block = _d(data.get("content_block"))
-            blocks[_index(data.get("index"), len(blocks))] = block
+            block = as_dict(data.get("content_block"))
+            i = as_index(data.get("index"))
+            blocks[len(blocks) if i is None else i] = block
             content = block.get("type") not in ("text", "thinking") or bool(block.get("text") or block.get("thinking"))
         elif kind == "content_block_delta":
-            i = _index(data.get("index"), len(blocks) - 1)
+            i = as_index(data.get("index"))
+            if i is None:
+                i = len(blocks) - 1  # no index: the latest block
             if i in blocks:
-                content = _apply_delta(blocks[i], _d(data.get("delta")), json_bufs.setdefault(i, []))
+                content = _apply_delta(blocks[i], as_dict(data.get("delta")), json_bufs.setdefault(i, []))
         elif kind == "message_delta":
             if msg is None:
                 msg = {}
-            for k, v in _d(data.get("delta")).items():
+            for k, v in as_dict(data.get("delta")).items():
                 if k != "container" or v is not None:
                     msg[k] = v
-            usage = msg["usage"] = _d(msg.get("usage"))
-            usage.update((k, v) for k, v in _d(data.get("usage")).items() if v is not None)
+            usage = msg["usage"] = as_dict(msg.get("usage"))
+            usage.update((k, v) for k, v in as_dict(data.get("usage")).items() if v is not None)
         elif kind == "message_stop":
             stopped = True
         elif kind == "error":
-            error = _d(data.get("error"))
-            notes.append(f"stream error: {_s(error.get('type'))}: {_s(error.get('message'))}".rstrip(": "))
+            error = as_dict(data.get("error"))
+            notes.append(f"stream error: {as_str(error.get('type'))}: {as_str(error.get('message'))}".rstrip(": "))
         if content:
             t = clock.at(end)
             first_ms = t if first_ms is None else first_ms
@@ -317,7 +322,7 @@ def _read_stream(x: Exchange, u: Understanding) -> None:
                 notes.append(f"tool input of block {i} is not valid JSON")
 
     u.incomplete = not stopped
-    u.parse_error = _join(u.parse_error, "; ".join(notes))
+    u.parse_error = join_notes(u.parse_error, "; ".join(notes))
     if msg is None and not blocks:
         u.response = {"type": "error", "error": error} if error is not None else None
         return
@@ -336,19 +341,19 @@ def _apply_delta(block: dict[str, Any], delta: dict[str, Any], json_buf: list[st
     """Fold one delta into its block; True when it carried content."""
     kind = delta.get("type")
     if kind == "text_delta":
-        text = _s(delta.get("text"))
-        block["text"] = _s(block.get("text")) + text
+        text = as_str(delta.get("text"))
+        block["text"] = as_str(block.get("text")) + text
         return bool(text)
     if kind == "thinking_delta":
-        text = _s(delta.get("thinking"))
-        block["thinking"] = _s(block.get("thinking")) + text
+        text = as_str(delta.get("thinking"))
+        block["thinking"] = as_str(block.get("thinking")) + text
         return bool(text)
     if kind == "input_json_delta":
-        frag = _s(delta.get("partial_json"))
+        frag = as_str(delta.get("partial_json"))
         json_buf.append(frag)
         return bool(frag)
     if kind == "signature_delta":
-        block["signature"] = _s(delta.get("signature"))
+        block["signature"] = as_str(delta.get("signature"))
         return False
     if kind == "citations_delta":
         cites = block.get("citations")
@@ -358,46 +363,3 @@ def _apply_delta(block: dict[str, Any], delta: dict[str, Any], json_buf: list[st
             block["citations"] = [delta.get("citation")]
         return True
     return False
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-def _index(v: Any, default: int) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else default
-
-
-def _json_or_none(body: bytes) -> Any:
-    try:
-        return load_json(body)
-    except ValueError:
-        return None
-
-
-def _json_text(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-
-
-def _d(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _l(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
-def _s(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _int(v: Any) -> int | None:
-    # counts land in UInt32 columns: anything else is not a count
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 else None
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _join(a: str, b: str) -> str:
-    return f"{a}; {b}" if a and b else a or b

@@ -1,4 +1,4 @@
-"""Shared shapes for API understanding.
+"""Shared shapes for API understanding, and the small readers every API module uses.
 
 An API module turns an ``Exchange`` (the raw facts of one capture) into an
 ``Understanding`` (the normalized columns defined in ``schemas/capture.py``).
@@ -7,6 +7,8 @@ An API module turns an ``Exchange`` (the raw facts of one capture) into an
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,3 +96,87 @@ def load_json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"body is not JSON: {exc}") from None
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """``load_json`` for a body that must be a JSON object (a request); raises ValueError."""
+    obj = load_json(body)
+    if not isinstance(obj, dict):
+        raise ValueError("body is not a JSON object")
+    return obj
+
+
+def read_error_or_empty(x: Exchange, u: Understanding) -> bool:
+    """Settle a response that has nothing API-specific to read; True when it did.
+
+    An error status: ``response`` is its JSON body (None when it is not JSON, e.g. a
+    gateway's HTML page). An empty body: a stream that ended before its first event is
+    incomplete, and an empty answer with a status raises ValueError("empty body").
+    """
+    if x.status_code >= 300 or 0 < x.status_code < 200:
+        try:
+            u.response = load_json(x.response_body)
+        except ValueError:
+            u.response = None
+        return True
+    if not x.response_body:
+        if u.stream:
+            u.incomplete = True
+        elif x.status_code:
+            raise ValueError("empty body")
+        return True
+    return False
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept as is (tool-call arguments, tool results)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# -- coercions: read a field of untrusted JSON as the type it should have ----------------
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a dict, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else an empty one."""
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any) -> str:
+    """``value`` if it is a string, else ""."""
+    return value if isinstance(value, str) else ""
+
+
+def as_index(value: Any) -> int | None:
+    """``value`` if it is an integer (a bool is not), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_count(value: Any) -> int | None:
+    """A token count as reported: an integer that fits the UInt32 columns, else None (never guessed)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 else None
+
+
+# -- parse notes -------------------------------------------------------------------------
+
+
+def join_notes(a: str, b: str) -> str:
+    """Two parse notes as one ``parse_error`` ("a; b"), either may be empty."""
+    return f"{a}; {b}" if a and b else a or b
+
+
+@contextmanager
+def parse_note(u: Understanding, step: str) -> Iterator[None]:
+    """Run one parse step (``with parse_note(u, "request"): ...``) that must not raise.
+
+    An exception ends the step and becomes the note ``"{step}: reason"`` in
+    ``u.parse_error``; what was understood before it is kept.
+    """
+    try:
+        yield
+    except Exception as exc:
+        u.parse_error = join_notes(u.parse_error, f"{step}: {str(exc) or type(exc).__name__}")

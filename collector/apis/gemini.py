@@ -15,7 +15,22 @@ import re
 from typing import Any
 
 from collector.apis import pricing
-from collector.apis.base import Exchange, Understanding, load_json, message
+from collector.apis.base import (
+    Exchange,
+    Understanding,
+    as_count,
+    as_dict,
+    as_index,
+    as_list,
+    as_str,
+    join_notes,
+    json_text,
+    load_json,
+    load_json_object,
+    message,
+    parse_note,
+    read_error_or_empty,
+)
 from collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
 
 API = "gemini.generate"
@@ -37,14 +52,10 @@ def understand_generate(x: Exchange) -> Understanding:
     m = _MODEL.search(x.path)
     u.model = m.group(1) if m else ""
     u.stream = ":streamGenerateContent" in x.path
-    try:
+    with parse_note(u, "request"):
         _read_request(x, u)
-    except Exception as exc:
-        u.parse_error = f"request: {_reason(exc)}"
-    try:
+    with parse_note(u, "response"):
         _read_response(x, u)
-    except Exception as exc:
-        u.parse_error = _join(u.parse_error, f"response: {_reason(exc)}")
     return u
 
 
@@ -52,10 +63,8 @@ def understand_generate(x: Exchange) -> Understanding:
 
 
 def _read_request(x: Exchange, u: Understanding) -> None:
-    req = load_json(x.request_body)
-    if not isinstance(req, dict):
-        raise ValueError("body is not a JSON object")
-    u.params = dict(_d(_get(req, "generationConfig", "generation_config")))
+    req = load_json_object(x.request_body)
+    u.params = dict(as_dict(_get(req, "generationConfig", "generation_config")))
     for camel, snake in (("toolConfig", "tool_config"), ("safetySettings", "safety_settings")):
         if _get(req, camel, snake) is not None:
             u.params[camel] = _get(req, camel, snake)
@@ -70,8 +79,8 @@ def _read_request(x: Exchange, u: Understanding) -> None:
 def _system_text(sys: Any) -> str:
     if isinstance(sys, str):
         return sys
-    parts = _l(sys.get("parts")) if isinstance(sys, dict) else _l(sys)
-    return "\n".join(_s(p.get("text")) for p in parts if isinstance(p, dict) and "text" in p)
+    parts = as_list(sys.get("parts")) if isinstance(sys, dict) else as_list(sys)
+    return "\n".join(as_str(p.get("text")) for p in parts if isinstance(p, dict) and "text" in p)
 
 
 def _messages(contents: list[Any]) -> list[dict[str, Any]]:
@@ -79,11 +88,11 @@ def _messages(contents: list[Any]) -> list[dict[str, Any]]:
     for c in contents:
         if not isinstance(c, dict):
             continue
-        role = {"model": "assistant", "": "user"}.get(_s(c.get("role")), _s(c.get("role")))
+        role = {"model": "assistant", "": "user"}.get(as_str(c.get("role")), as_str(c.get("role")))
         emitted = len(out)
         parts: list[dict[str, Any]] = []
         calls: list[dict[str, Any]] = []
-        for p in _l(c.get("parts")):
+        for p in as_list(c.get("parts")):
             if not isinstance(p, dict):
                 continue
             fc, fr = (
@@ -97,9 +106,9 @@ def _messages(contents: list[Any]) -> list[dict[str, Any]]:
                 if parts:
                     out.append(_from_parts(role, parts))
                     parts = []
-                name = _s(fr.get("name"))
-                content = _json_text(fr.get("response", {}))
-                out.append(message("tool", content, tool_call_id=_s(fr.get("id")) or name, name=name or None))
+                name = as_str(fr.get("name"))
+                content = json_text(fr.get("response", {}))
+                out.append(message("tool", content, tool_call_id=as_str(fr.get("id")) or name, name=name or None))
             else:
                 parts.append(_part(p))
         if parts or calls or len(out) == emitted:
@@ -117,15 +126,15 @@ def _from_parts(role: str, parts: list[dict[str, Any]], calls: list[dict[str, An
 def _part(p: dict[str, Any]) -> dict[str, Any]:
     if "text" in p:
         kind = "thinking" if p.get("thought") is True else "text"
-        return {"type": kind, "text": _s(p.get("text"))}
+        return {"type": kind, "text": as_str(p.get("text"))}
     inline = _get(p, "inlineData", "inline_data")
     if isinstance(inline, dict):
-        media = _s(_get(inline, "mimeType", "mime_type"))
-        return {"type": _media_kind(media), "url": f"data:{media};base64,{_s(inline.get('data'))}"}
+        media = as_str(_get(inline, "mimeType", "mime_type"))
+        return {"type": _media_kind(media), "url": f"data:{media};base64,{as_str(inline.get('data'))}"}
     file = _get(p, "fileData", "file_data")
     if isinstance(file, dict):
-        media = _s(_get(file, "mimeType", "mime_type"))
-        return {"type": _media_kind(media), "url": _s(_get(file, "fileUri", "file_uri")), "media_type": media}
+        media = as_str(_get(file, "mimeType", "mime_type"))
+        return {"type": _media_kind(media), "url": as_str(_get(file, "fileUri", "file_uri")), "media_type": media}
     key = next(iter(p), "unknown")  # executableCode, codeExecutionResult...: kept as sent
     return {"type": key, **p}
 
@@ -136,26 +145,26 @@ def _media_kind(media: str) -> str:
 
 
 def _call(fc: dict[str, Any]) -> dict[str, Any]:
-    name = _s(fc.get("name"))
+    name = as_str(fc.get("name"))
     # ids are optional in Gemini: without one, the name is what links call and response
-    return {"id": _s(fc.get("id")) or name, "name": name, "arguments": _json_text(fc.get("args", {}))}
+    return {"id": as_str(fc.get("id")) or name, "name": name, "arguments": json_text(fc.get("args", {}))}
 
 
 def _tools(raw: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for t in _l(raw):
+    for t in as_list(raw):
         if not isinstance(t, dict):
             continue
         for key, value in t.items():
             if key in ("functionDeclarations", "function_declarations"):
-                for fd in _l(value):
+                for fd in as_list(value):
                     if isinstance(fd, dict):
                         params = fd.get("parameters", _get(fd, "parametersJsonSchema", "parameters_json_schema"))
                         out.append(
                             {
-                                "name": _s(fd.get("name")),
-                                "description": _s(fd.get("description")),
-                                "parameters": _d(params),
+                                "name": as_str(fd.get("name")),
+                                "description": as_str(fd.get("description")),
+                                "parameters": as_dict(params),
                             }
                         )
             else:  # googleSearch, codeExecution, urlContext...: built-in tools without a schema
@@ -167,16 +176,9 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
 
 
 def _read_response(x: Exchange, u: Understanding) -> None:
+    if read_error_or_empty(x, u):
+        return
     body = x.response_body
-    if x.status_code >= 300 or 0 < x.status_code < 200:
-        u.response = _json_or_none(body)
-        return
-    if not body:
-        if u.stream:
-            u.incomplete = True  # a stream that ended before its first event
-        elif x.status_code:
-            raise ValueError("empty body")
-        return
     head = body.lstrip()[:5]
     if head.startswith(b"["):
         chunks, complete = _array_chunks(body)
@@ -234,13 +236,13 @@ def _read_stream(x: Exchange, u: Understanding, chunks: list[tuple[Any, int]], c
             continue
         if "error" in obj:
             error = obj["error"]
-            err = _d(error)
-            notes.append(f"stream error: {err.get('status') or err.get('code') or ''}: {_s(err.get('message'))}")
+            err = as_dict(error)
+            notes.append(f"stream error: {err.get('status') or err.get('code') or ''}: {as_str(err.get('message'))}")
             continue
         content = False
         for key, value in obj.items():
             if key == "candidates":
-                for c in _l(value):
+                for c in as_list(value):
                     if isinstance(c, dict):
                         content |= _merge_candidate(cands, c)
             elif value is not None:
@@ -250,11 +252,11 @@ def _read_stream(x: Exchange, u: Understanding, chunks: list[tuple[Any, int]], c
             first_ms = t if first_ms is None else first_ms
             last_ms = t
 
-    u.parse_error = _join(u.parse_error, "; ".join(notes))
+    u.parse_error = join_notes(u.parse_error, "; ".join(notes))
     if cands:
         resp["candidates"] = [cands[i] for i in sorted(cands)]
     finished = bool(cands) and all(c.get("finishReason") for c in cands.values())
-    blocked = bool(_d(resp.get("promptFeedback")).get("blockReason"))
+    blocked = bool(as_dict(resp.get("promptFeedback")).get("blockReason"))
     u.incomplete = not complete or error is not None or not (finished or blocked)
     if error is not None:
         resp["error"] = error  # the stream ended on an error: keep it with what arrived
@@ -268,8 +270,8 @@ def _read_stream(x: Exchange, u: Understanding, chunks: list[tuple[Any, int]], c
 
 def _merge_candidate(cands: dict[int, dict[str, Any]], c: dict[str, Any]) -> bool:
     """Fold one streamed candidate in; True when it carried content."""
-    idx = c.get("index")
-    merged = cands.setdefault(idx if isinstance(idx, int) and not isinstance(idx, bool) else 0, {})
+    idx = as_index(c.get("index"))
+    merged = cands.setdefault(0 if idx is None else idx, {})
     content = False
     for key, value in c.items():
         if key != "content" or not isinstance(value, dict):
@@ -283,7 +285,7 @@ def _merge_candidate(cands: dict[int, dict[str, Any]], c: dict[str, Any]) -> boo
                 target[ckey] = cvalue
                 continue
             parts = target.setdefault("parts", [])
-            for p in _l(cvalue):
+            for p in as_list(cvalue):
                 content |= _merge_part(parts, p)
     return content
 
@@ -302,7 +304,7 @@ def _merge_part(parts: list[Any], p: Any) -> bool:
         and bool(p.get("thought")) == bool(prev.get("thought"))
         and "thoughtSignature" not in prev  # a signature closes its part
     ):
-        prev["text"] = _s(prev.get("text")) + _s(p.get("text"))
+        prev["text"] = as_str(prev.get("text")) + as_str(p.get("text"))
         if "thoughtSignature" in p:
             prev["thoughtSignature"] = p["thoughtSignature"]
     else:
@@ -313,27 +315,28 @@ def _merge_part(parts: list[Any], p: Any) -> bool:
 def _read_gcr(resp: Any, u: Understanding) -> None:
     if not isinstance(resp, dict):
         raise ValueError("body is not a JSON object")
-    u.response_model = _s(resp.get("modelVersion"))
-    u.response_id = _s(resp.get("responseId"))
-    cands = [c for c in _l(resp.get("candidates")) if isinstance(c, dict)]
+    u.response_model = as_str(resp.get("modelVersion"))
+    u.response_id = as_str(resp.get("responseId"))
+    cands = [c for c in as_list(resp.get("candidates")) if isinstance(c, dict)]
     first = cands[0] if cands else {}
     texts: list[str] = []
-    for p in _l(_d(first.get("content")).get("parts")):
+    for p in as_list(as_dict(first.get("content")).get("parts")):
         if not isinstance(p, dict):
             continue
         fc = _get(p, "functionCall", "function_call")
         if isinstance(fc, dict):
             u.output_tool_calls.append(_call(fc))
         elif "text" in p and p.get("thought") is not True:
-            texts.append(_s(p.get("text")))
+            texts.append(as_str(p.get("text")))
     u.output_text = "".join(texts)
-    u.finish_reason = _s(first.get("finishReason")) or _s(_d(resp.get("promptFeedback")).get("blockReason"))
+    feedback = as_dict(resp.get("promptFeedback"))
+    u.finish_reason = as_str(first.get("finishReason")) or as_str(feedback.get("blockReason"))
 
-    usage = _d(resp.get("usageMetadata"))
+    usage = as_dict(resp.get("usageMetadata"))
     u.input_tokens = _sum(usage.get("promptTokenCount"), usage.get("toolUsePromptTokenCount"))
     u.output_tokens = _sum(usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount"))
-    u.cached_tokens = _int(usage.get("cachedContentTokenCount"))
-    u.reasoning_tokens = _int(usage.get("thoughtsTokenCount"))
+    u.cached_tokens = as_count(usage.get("cachedContentTokenCount"))
+    u.reasoning_tokens = as_count(usage.get("thoughtsTokenCount"))
     u.cost_usd = pricing.cost_usd(
         PROVIDER, u.response_model or u.model, u.input_tokens, u.output_tokens, u.cached_tokens
     )
@@ -347,41 +350,5 @@ def _get(d: dict[str, Any], camel: str, snake: str | None = None) -> Any:
 
 
 def _sum(*values: Any) -> int | None:
-    counts = [c for c in map(_int, values) if c is not None]
+    counts = [c for c in map(as_count, values) if c is not None]
     return sum(counts) if counts else None
-
-
-def _json_or_none(body: bytes) -> Any:
-    try:
-        return load_json(body)
-    except ValueError:
-        return None
-
-
-def _json_text(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-
-
-def _d(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _l(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
-def _s(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _int(v: Any) -> int | None:
-    # counts land in UInt32 columns: anything else is not a count
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 else None
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _join(a: str, b: str) -> str:
-    return f"{a}; {b}" if a and b else a or b

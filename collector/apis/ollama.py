@@ -15,7 +15,21 @@ from collections.abc import Callable
 from typing import Any
 
 from collector.apis import pricing
-from collector.apis.base import Exchange, Understanding, load_json, message
+from collector.apis.base import (
+    Exchange,
+    Understanding,
+    as_count,
+    as_dict,
+    as_list,
+    as_str,
+    join_notes,
+    json_text,
+    load_json,
+    load_json_object,
+    message,
+    parse_note,
+    read_error_or_empty,
+)
 from collector.apis.timing import ChunkClock, ndjson_lines_at, tokens_per_second
 
 PROVIDER = "ollama"  # local models: the price database has none, cost stays None
@@ -43,19 +57,13 @@ def _understand(
     x: Exchange, api: str, read_request: Callable[[dict[str, Any], Understanding], None], kind: str
 ) -> Understanding:
     u = Understanding(api=api, provider=PROVIDER)
-    try:
-        req = load_json(x.request_body)
-        if not isinstance(req, dict):
-            raise ValueError("body is not a JSON object")
-        u.model = _s(req.get("model"))
+    with parse_note(u, "request"):
+        req = load_json_object(x.request_body)
+        u.model = as_str(req.get("model"))
         u.params = _params(req)
         read_request(req, u)
-    except Exception as exc:
-        u.parse_error = f"request: {_reason(exc)}"
-    try:
+    with parse_note(u, "response"):
         _read_response(x, u, kind)
-    except Exception as exc:
-        u.parse_error = _join(u.parse_error, f"response: {_reason(exc)}")
     return u
 
 
@@ -63,7 +71,7 @@ def _understand(
 
 
 def _params(req: dict[str, Any]) -> dict[str, Any]:
-    params = dict(_d(req.get("options")))  # temperature, top_p, num_ctx, num_predict, seed, stop...
+    params = dict(as_dict(req.get("options")))  # temperature, top_p, num_ctx, num_predict, seed, stop...
     params.update((k, req[k]) for k in (*_TOP_PARAMS, *_STREAM_PARAMS) if k in req)
     return params
 
@@ -71,27 +79,27 @@ def _params(req: dict[str, Any]) -> dict[str, Any]:
 def _chat_request(req: dict[str, Any], u: Understanding) -> None:
     u.stream = req.get("stream") is not False
     system: list[str] = []
-    for m in _l(req.get("messages")):
+    for m in as_list(req.get("messages")):
         if not isinstance(m, dict):
             continue
-        role = _s(m.get("role")) or "user"
+        role = as_str(m.get("role")) or "user"
         if role == "system":
-            system.append(_s(m.get("content")))
+            system.append(as_str(m.get("content")))
             continue
-        parts = _parts(_s(m.get("content")), _s(m.get("thinking")), m.get("images"))
-        calls = [_call(tc) for tc in _l(m.get("tool_calls")) if isinstance(tc, dict)]
-        tool_name = _s(m.get("tool_name")) or None
-        call_id = (_s(m.get("tool_call_id")) or tool_name) if role == "tool" else None
-        u.messages.append(message(role, _s(m.get("content")), parts, calls, call_id, tool_name))
+        parts = _parts(as_str(m.get("content")), as_str(m.get("thinking")), m.get("images"))
+        calls = [_call(tc) for tc in as_list(m.get("tool_calls")) if isinstance(tc, dict)]
+        tool_name = as_str(m.get("tool_name")) or None
+        call_id = (as_str(m.get("tool_call_id")) or tool_name) if role == "tool" else None
+        u.messages.append(message(role, as_str(m.get("content")), parts, calls, call_id, tool_name))
     u.system_prompt = "\n".join(system)
     u.tools = _tools(req.get("tools"))
 
 
 def _generate_request(req: dict[str, Any], u: Understanding) -> None:
     u.stream = req.get("stream") is not False
-    u.system_prompt = _s(req.get("system"))
-    prompt = _s(req.get("prompt"))
-    if prompt or _l(req.get("images")):  # an empty prompt only loads/unloads the model
+    u.system_prompt = as_str(req.get("system"))
+    prompt = as_str(req.get("prompt"))
+    if prompt or as_list(req.get("images")):  # an empty prompt only loads/unloads the model
         u.messages.append(message("user", prompt, _parts(prompt, "", req.get("images"))))
 
 
@@ -99,14 +107,14 @@ def _embed_request(req: dict[str, Any], u: Understanding) -> None:
     inputs = req["input"] if "input" in req else req.get("prompt")  # /api/embeddings: "prompt"
     for item in inputs if isinstance(inputs, list) else [inputs]:
         if item is not None:
-            u.messages.append(message("user", item if isinstance(item, str) else _json_text(item)))
+            u.messages.append(message("user", item if isinstance(item, str) else json_text(item)))
 
 
 def _parts(text: str, thinking: str, images: Any) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     if thinking:
         parts.append({"type": "thinking", "text": thinking})
-    parts += [{"type": "image", "url": _image_url(img)} for img in _l(images) if isinstance(img, str)]
+    parts += [{"type": "image", "url": _image_url(img)} for img in as_list(images) if isinstance(img, str)]
     if parts and text:
         parts.insert(1 if thinking else 0, {"type": "text", "text": text})
     return parts
@@ -129,26 +137,26 @@ def _image_url(b64: str) -> str:
 
 
 def _call(tc: dict[str, Any]) -> dict[str, Any]:
-    fn = _d(tc.get("function"))
-    name = _s(fn.get("name"))
+    fn = as_dict(tc.get("function"))
+    name = as_str(fn.get("name"))
     args = fn.get("arguments")
     return {
-        "id": _s(tc.get("id")) or name,  # older servers send no id: the name is what links a result
+        "id": as_str(tc.get("id")) or name,  # older servers send no id: the name is what links a result
         "name": name,
-        "arguments": args if isinstance(args, str) else _json_text(args if args is not None else {}),
+        "arguments": args if isinstance(args, str) else json_text(args if args is not None else {}),
     }
 
 
 def _tools(raw: Any) -> list[dict[str, Any]]:
     out = []
-    for t in _l(raw):
+    for t in as_list(raw):
         if isinstance(t, dict):
-            fn = _d(t.get("function")) or t
+            fn = as_dict(t.get("function")) or t
             out.append(
                 {
-                    "name": _s(fn.get("name")),
-                    "description": _s(fn.get("description")),
-                    "parameters": _d(fn.get("parameters")),
+                    "name": as_str(fn.get("name")),
+                    "description": as_str(fn.get("description")),
+                    "parameters": as_dict(fn.get("parameters")),
                 }
             )
     return out
@@ -158,16 +166,9 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
 
 
 def _read_response(x: Exchange, u: Understanding, kind: str) -> None:
+    if read_error_or_empty(x, u):  # an error's body is {"error": "..."}
+        return
     body = x.response_body
-    if x.status_code >= 300 or 0 < x.status_code < 200:
-        u.response = _json_or_none(body)  # {"error": "..."}
-        return
-    if not body:
-        if u.stream:
-            u.incomplete = True  # a stream that ended before its first event
-        elif x.status_code:
-            raise ValueError("empty body")
-        return
     if kind == "embed":
         u.response = load_json(body)
         _read_counts(u.response, u)
@@ -204,14 +205,14 @@ def _read_stream(x: Exchange, u: Understanding, kind: str) -> None:
         if not isinstance(obj, dict):
             continue
         if "error" in obj:
-            notes.append(f"stream error: {_s(obj.get('error')) or _json_text(obj.get('error'))}")
+            notes.append(f"stream error: {as_str(obj.get('error')) or json_text(obj.get('error'))}")
             continue
         if kind == "chat":
-            m = _d(obj.get("message"))
-            piece, think, new_calls = _s(m.get("content")), _s(m.get("thinking")), _l(m.get("tool_calls"))
+            m = as_dict(obj.get("message"))
+            piece, think, new_calls = as_str(m.get("content")), as_str(m.get("thinking")), as_list(m.get("tool_calls"))
             msg_extra.update((k, v) for k, v in m.items() if k not in ("content", "thinking", "tool_calls"))
         else:
-            piece, think, new_calls = _s(obj.get("response")), _s(obj.get("thinking")), []
+            piece, think, new_calls = as_str(obj.get("response")), as_str(obj.get("thinking")), []
         text.append(piece)
         thinking.append(think)
         calls += new_calls
@@ -222,7 +223,7 @@ def _read_stream(x: Exchange, u: Understanding, kind: str) -> None:
             last_ms = t
 
     u.incomplete = not (last is not None and last.get("done") is True)
-    u.parse_error = _join(u.parse_error, "; ".join(notes))
+    u.parse_error = join_notes(u.parse_error, "; ".join(notes))
     if last is None:
         return
     resp = dict(last)  # the done line: model, created_at, done_reason, counters
@@ -246,15 +247,15 @@ def _read_stream(x: Exchange, u: Understanding, kind: str) -> None:
 
 
 def _read_final(resp: dict[str, Any], u: Understanding, kind: str) -> None:
-    u.finish_reason = _s(resp.get("done_reason"))
+    u.finish_reason = as_str(resp.get("done_reason"))
     if kind == "chat":
-        m = _d(resp.get("message"))
-        u.output_text = _s(m.get("content"))
-        u.output_tool_calls = [_call(tc) for tc in _l(m.get("tool_calls")) if isinstance(tc, dict)]
+        m = as_dict(resp.get("message"))
+        u.output_text = as_str(m.get("content"))
+        u.output_tool_calls = [_call(tc) for tc in as_list(m.get("tool_calls")) if isinstance(tc, dict)]
     else:
-        u.output_text = _s(resp.get("response"))
+        u.output_text = as_str(resp.get("response"))
     _read_counts(resp, u)
-    u.output_tokens = _int(resp.get("eval_count"))
+    u.output_tokens = as_count(resp.get("eval_count"))
     duration = resp.get("eval_duration")
     if u.output_tokens and isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
         u.tokens_per_second = u.output_tokens / (duration / 1e9)  # server-measured decode rate
@@ -264,44 +265,5 @@ def _read_final(resp: dict[str, Any], u: Understanding, kind: str) -> None:
 def _read_counts(resp: Any, u: Understanding) -> None:
     if not isinstance(resp, dict):
         raise ValueError("body is not a JSON object")
-    u.response_model = _s(resp.get("model"))
-    u.input_tokens = _int(resp.get("prompt_eval_count"))
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-def _json_or_none(body: bytes) -> Any:
-    try:
-        return load_json(body)
-    except ValueError:
-        return None
-
-
-def _json_text(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-
-
-def _d(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _l(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
-def _s(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _int(v: Any) -> int | None:
-    # counts land in UInt32 columns: anything else is not a count
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 else None
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _join(a: str, b: str) -> str:
-    return f"{a}; {b}" if a and b else a or b
+    u.response_model = as_str(resp.get("model"))
+    u.input_tokens = as_count(resp.get("prompt_eval_count"))

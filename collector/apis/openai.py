@@ -29,7 +29,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from collector.apis.base import Exchange, Understanding, load_json, message
+from collector.apis.base import (
+    Exchange,
+    Understanding,
+    as_count,
+    as_dict,
+    as_index,
+    as_list,
+    as_str,
+    load_json,
+    message,
+)
 from collector.apis.events import SSEEvent
 from collector.apis.pricing import cost_usd
 from collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
@@ -100,7 +110,6 @@ COMPLETIONS_PARAMS = (
 )
 EMBEDDINGS_PARAMS = ("encoding_format", "dimensions", "user")
 
-_MAX_COUNT = 2**32 - 1  # token columns are UInt32: anything larger is not a real count
 _CHUNK_ONLY = frozenset({"object", "choices", "usage", "obfuscation"})
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _LIFECYCLE = frozenset({"response.created", "response.in_progress", "response.queued"})
@@ -159,27 +168,9 @@ def _chat(x: Exchange, u: Understanding, notes: list[str]) -> None:
     msgs = req.get("messages")
     if msgs is not None and not isinstance(msgs, list):
         notes.append("request: messages is not a list")
-    u.system_prompt, u.messages = _chat_messages(_list(msgs), notes)
+    u.system_prompt, u.messages = _chat_messages(as_list(msgs), notes)
     u.tools = _tools(req.get("tools"), req.get("functions"))
-    kind = _response_kind(x, u, notes)
-    if kind == "json":
-        resp = _response_json(x, notes)
-        if resp is not None:
-            u.response = resp
-            _chat_output(u, resp)
-    elif kind == "sse":
-        events, done = _data_events(x, u, notes)
-        chunks = [obj for _, obj, _ in events if isinstance(obj, dict)]
-        if chunks:
-            resp = _rebuild(chunks, "chat.completion", _ChatChoice)
-            u.response = resp
-            _chat_output(u, resp)
-            u.incomplete = not done or any(c.get("finish_reason") is None for c in resp["choices"])
-        else:
-            u.incomplete = not done
-        _timing(x, u, next((end for _, obj, end in events if _chat_has_content(obj)), None))
-    elif kind == "none" and u.stream:
-        u.incomplete = True
+    _choices_response(x, u, notes, "chat.completion", _ChatChoice, _chat_output, _chat_has_content)
     _cost(u)
 
 
@@ -216,26 +207,44 @@ def _responses(x: Exchange, u: Understanding, notes: list[str]) -> None:
 def _completions(x: Exchange, u: Understanding, notes: list[str]) -> None:
     req = _request(x, u, notes, COMPLETIONS_PARAMS)
     u.messages = _input_messages(req.get("prompt"))
+    _choices_response(x, u, notes, "text_completion", _TextChoice, _text_output, _text_has_content)
+    _cost(u)
+
+
+def _choices_response(
+    x: Exchange,
+    u: Understanding,
+    notes: list[str],
+    object_name: str,
+    choice_type: type[_Choice],
+    output: Callable[[Understanding, dict[str, Any]], None],
+    has_content: Callable[[Any], bool],
+) -> None:
+    """The response side of the two choice-list APIs (chat and legacy completions).
+
+    A JSON body is read with ``output``; a stream is rebuilt into the same object
+    (``object_name``, choices merged by ``choice_type``) and timed from the first chunk
+    ``has_content`` accepts.
+    """
     kind = _response_kind(x, u, notes)
     if kind == "json":
         resp = _response_json(x, notes)
         if resp is not None:
             u.response = resp
-            _text_output(u, resp)
+            output(u, resp)
     elif kind == "sse":
         events, done = _data_events(x, u, notes)
         chunks = [obj for _, obj, _ in events if isinstance(obj, dict)]
         if chunks:
-            resp = _rebuild(chunks, "text_completion", _TextChoice)
+            resp = _rebuild(chunks, object_name, choice_type)
             u.response = resp
-            _text_output(u, resp)
+            output(u, resp)
             u.incomplete = not done or any(c.get("finish_reason") is None for c in resp["choices"])
         else:
             u.incomplete = not done
-        _timing(x, u, next((end for _, obj, end in events if _text_has_content(obj)), None))
+        _timing(x, u, next((end for _, obj, end in events if has_content(obj)), None))
     elif kind == "none" and u.stream:
         u.incomplete = True
-    _cost(u)
 
 
 def _embeddings(x: Exchange, u: Understanding, notes: list[str]) -> None:
@@ -248,8 +257,8 @@ def _embeddings(x: Exchange, u: Understanding, notes: list[str]) -> None:
         resp = _response_json(x, notes)
         if resp is not None:
             u.response = _slim_embeddings(resp)
-            u.response_model = _str(resp.get("model"))
-            u.input_tokens = _count(_dict(resp.get("usage")).get("prompt_tokens"))
+            u.response_model = as_str(resp.get("model"))
+            u.input_tokens = _count(as_dict(resp.get("usage")).get("prompt_tokens"))
     # Embeddings produce no output tokens by definition: 0 here is a fact, not a guess.
     no_output = 0 if u.input_tokens is not None else None
     u.cost_usd = cost_usd(PROVIDER, u.response_model or u.model, u.input_tokens, no_output, None)
@@ -282,7 +291,7 @@ def _request(x: Exchange, u: Understanding, notes: list[str], param_keys: tuple[
     if not isinstance(req, dict):
         notes.append("request: body is not a JSON object")
         return {}
-    u.model = _str(req.get("model"))
+    u.model = as_str(req.get("model"))
     u.stream = req.get("stream") is True
     u.params = {k: req[k] for k in param_keys if k in req}
     return req
@@ -295,7 +304,7 @@ def _chat_messages(msgs: list[Any], notes: list[str]) -> tuple[str, list[dict[st
         if not isinstance(m, dict):
             notes.append(f"request: messages[{i}] is not an object")
             continue
-        role = _str(m.get("role"))
+        role = as_str(m.get("role"))
         content = m.get("content")
         if content is not None and not isinstance(content, str | list):
             notes.append(f"request: messages[{i}].content is not text or parts")
@@ -355,14 +364,14 @@ def _items(items: list[Any], system: list[str]) -> list[dict[str, Any]]:
             text, parts = _content(it.get("output"))
             out.append(message("tool", text, parts, tool_call_id=_opt_str(it.get("call_id"))))
         elif isinstance(kind, str):  # built-in tool calls, item references: a marker, raw body has the rest
-            turn()["parts"].append({"type": kind, "id": _str(it.get("id"))})
+            turn()["parts"].append({"type": kind, "id": as_str(it.get("id"))})
     return out
 
 
 def _thinking(item: dict[str, Any]) -> dict[str, Any]:
-    texts = [_str(s.get("text")) for s in _list(item.get("summary")) if isinstance(s, dict)]
+    texts = [as_str(s.get("text")) for s in as_list(item.get("summary")) if isinstance(s, dict)]
     if not any(texts):
-        texts = [_str(c.get("text")) for c in _list(item.get("content")) if isinstance(c, dict)]
+        texts = [as_str(c.get("text")) for c in as_list(item.get("content")) if isinstance(c, dict)]
     part: dict[str, Any] = {"type": "thinking", "text": "\n".join(t for t in texts if t)}
     if isinstance(item.get("encrypted_content"), str):
         part["encrypted"] = True
@@ -372,8 +381,8 @@ def _thinking(item: dict[str, Any]) -> dict[str, Any]:
 def _item_call(it: dict[str, Any]) -> dict[str, Any]:
     args = it.get("arguments") if it.get("type") == "function_call" else it.get("input")
     return {
-        "id": _str(it.get("call_id")) or _str(it.get("id")),
-        "name": _str(it.get("name")),
+        "id": as_str(it.get("call_id")) or as_str(it.get("id")),
+        "name": as_str(it.get("name")),
         "arguments": _args_text(args),
     }
 
@@ -384,7 +393,7 @@ def _input_messages(value: Any) -> list[dict[str, Any]]:
         return [message("user", value)]
     if not isinstance(value, list):
         return []
-    if value and all(_index(v) is not None for v in value):
+    if value and all(as_index(v) is not None for v in value):
         return [message("user", "", [{"type": "tokens", "count": len(value)}])]
     out = []
     for v in value:
@@ -413,12 +422,12 @@ def _part(p: Any) -> dict[str, Any] | None:
         return None
     kind = p.get("type")
     if kind in ("text", "input_text", "output_text"):
-        return {"type": "text", "text": _str(p.get("text"))}
+        return {"type": "text", "text": as_str(p.get("text"))}
     if kind in ("image_url", "input_image"):
         src = p.get("image_url")
         image: dict[str, Any] = {
             "type": "image",
-            "url": _str(src.get("url") if isinstance(src, dict) else src),
+            "url": as_str(src.get("url") if isinstance(src, dict) else src),
         }
         detail = (src if isinstance(src, dict) else p).get("detail")
         if isinstance(detail, str):
@@ -427,10 +436,10 @@ def _part(p: Any) -> dict[str, Any] | None:
             image["file_id"] = p["file_id"]
         return image
     if kind == "input_audio":
-        src = _dict(p.get("input_audio"))
-        return {"type": "audio", "format": _str(src.get("format")), "data_length": len(_str(src.get("data")))}
+        src = as_dict(p.get("input_audio"))
+        return {"type": "audio", "format": as_str(src.get("format")), "data_length": len(as_str(src.get("data")))}
     if kind in ("file", "input_file"):
-        src = _dict(p.get("file")) if kind == "file" else p
+        src = as_dict(p.get("file")) if kind == "file" else p
         file: dict[str, Any] = {"type": "file"}
         for key in ("file_id", "filename", "file_url"):
             if isinstance(src.get(key), str):
@@ -439,7 +448,7 @@ def _part(p: Any) -> dict[str, Any] | None:
             file["data_length"] = len(src["file_data"])
         return file
     if kind == "refusal":
-        return {"type": "refusal", "text": _str(p.get("refusal"))}
+        return {"type": "refusal", "text": as_str(p.get("refusal"))}
     return {**p, "type": kind if isinstance(kind, str) else "unknown"}
 
 
@@ -453,22 +462,22 @@ def _settle(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _tool_calls(calls: Any, function_call: Any = None) -> list[dict[str, Any]]:
     out = []
-    for c in _list(calls):
+    for c in as_list(calls):
         if not isinstance(c, dict):
             continue
-        fn = c.get("function") if isinstance(c.get("function"), dict) else _dict(c.get("custom"))
+        fn = c.get("function") if isinstance(c.get("function"), dict) else as_dict(c.get("custom"))
         args = fn.get("arguments") if "arguments" in fn else fn.get("input")
-        out.append({"id": _str(c.get("id")), "name": _str(fn.get("name")), "arguments": _args_text(args)})
+        out.append({"id": as_str(c.get("id")), "name": as_str(fn.get("name")), "arguments": _args_text(args)})
     if isinstance(function_call, dict):
         name, args = function_call.get("name"), function_call.get("arguments")
-        out.append({"id": "", "name": _str(name), "arguments": _args_text(args)})
+        out.append({"id": "", "name": as_str(name), "arguments": _args_text(args)})
     return out
 
 
 def _tools(*lists: Any) -> list[dict[str, Any]]:
     """Tool definitions as {name, description, parameters}; built-in tools are named by type."""
     out = []
-    for t in (t for lst in lists for t in _list(lst)):
+    for t in (t for lst in lists for t in as_list(lst)):
         if not isinstance(t, dict):
             continue
         spec = t.get("function") if isinstance(t.get("function"), dict) else t
@@ -477,8 +486,8 @@ def _tools(*lists: Any) -> list[dict[str, Any]]:
         params = spec.get("parameters")
         out.append(
             {
-                "name": _str(spec.get("name")) or _str(t.get("type")),
-                "description": _str(spec.get("description")),
+                "name": as_str(spec.get("name")) or as_str(t.get("type")),
+                "description": as_str(spec.get("description")),
                 "parameters": params if isinstance(params, dict) else None,
             }
         )
@@ -518,48 +527,48 @@ def _response_json(x: Exchange, notes: list[str]) -> dict[str, Any] | None:
 
 
 def _chat_output(u: Understanding, resp: dict[str, Any]) -> None:
-    u.response_id = _str(resp.get("id"))
-    u.response_model = _str(resp.get("model"))
+    u.response_id = as_str(resp.get("id"))
+    u.response_model = as_str(resp.get("model"))
     choice = _first_choice(resp.get("choices"))
-    msg = _dict(choice.get("message"))
+    msg = as_dict(choice.get("message"))
     u.output_text = _content(msg.get("content"))[0]
     u.output_tool_calls = _tool_calls(msg.get("tool_calls"), msg.get("function_call"))
-    u.finish_reason = _str(choice.get("finish_reason"))
+    u.finish_reason = as_str(choice.get("finish_reason"))
     _chat_usage(u, resp.get("usage"))
 
 
 def _text_output(u: Understanding, resp: dict[str, Any]) -> None:
-    u.response_id = _str(resp.get("id"))
-    u.response_model = _str(resp.get("model"))
+    u.response_id = as_str(resp.get("id"))
+    u.response_model = as_str(resp.get("model"))
     choice = _first_choice(resp.get("choices"))
-    u.output_text = _str(choice.get("text"))
-    u.finish_reason = _str(choice.get("finish_reason"))
+    u.output_text = as_str(choice.get("text"))
+    u.finish_reason = as_str(choice.get("finish_reason"))
     _chat_usage(u, resp.get("usage"))
 
 
 def _first_choice(choices: Any) -> dict[str, Any]:
-    items = [c for c in _list(choices) if isinstance(c, dict)]
-    return next((c for c in items if _index(c.get("index")) == 0), items[0] if items else {})
+    items = [c for c in as_list(choices) if isinstance(c, dict)]
+    return next((c for c in items if as_index(c.get("index")) == 0), items[0] if items else {})
 
 
 def _chat_usage(u: Understanding, usage: Any) -> None:
-    usage = _dict(usage)
+    usage = as_dict(usage)
     u.input_tokens = _count(usage.get("prompt_tokens"))
     u.output_tokens = _count(usage.get("completion_tokens"))
-    u.cached_tokens = _count(_dict(usage.get("prompt_tokens_details")).get("cached_tokens"))
-    u.reasoning_tokens = _count(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
+    u.cached_tokens = _count(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens"))
+    u.reasoning_tokens = _count(as_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
 
 
 def _responses_output(u: Understanding, resp: dict[str, Any]) -> None:
-    u.response_id = _str(resp.get("id"))
-    u.response_model = _str(resp.get("model"))
+    u.response_id = as_str(resp.get("id"))
+    u.response_model = as_str(resp.get("model"))
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for item in _list(resp.get("output")):
+    for item in as_list(resp.get("output")):
         if not isinstance(item, dict):
             continue
         if item.get("type") == "message":
-            for p in _list(item.get("content")):
+            for p in as_list(item.get("content")):
                 if isinstance(p, dict) and p.get("type") == "output_text" and isinstance(p.get("text"), str):
                     texts.append(p["text"])
         elif item.get("type") in ("function_call", "custom_tool_call"):
@@ -570,14 +579,14 @@ def _responses_output(u: Understanding, resp: dict[str, Any]) -> None:
     if status == "completed":
         u.finish_reason = "tool_calls" if calls else "stop"
     elif status == "incomplete":
-        u.finish_reason = _str(_dict(resp.get("incomplete_details")).get("reason")) or "incomplete"
+        u.finish_reason = as_str(as_dict(resp.get("incomplete_details")).get("reason")) or "incomplete"
     elif status in ("failed", "cancelled"):
         u.finish_reason = status
-    usage = _dict(resp.get("usage"))
+    usage = as_dict(resp.get("usage"))
     u.input_tokens = _count(usage.get("input_tokens"))
     u.output_tokens = _count(usage.get("output_tokens"))
-    u.cached_tokens = _count(_dict(usage.get("input_tokens_details")).get("cached_tokens"))
-    u.reasoning_tokens = _count(_dict(usage.get("output_tokens_details")).get("reasoning_tokens"))
+    u.cached_tokens = _count(as_dict(usage.get("input_tokens_details")).get("cached_tokens"))
+    u.reasoning_tokens = _count(as_dict(usage.get("output_tokens_details")).get("reasoning_tokens"))
 
 
 def _slim_embeddings(resp: dict[str, Any]) -> dict[str, Any]:
@@ -642,18 +651,18 @@ def _timing(x: Exchange, u: Understanding, first_end: int | None) -> None:
 
 
 def _chat_has_content(obj: Any) -> bool:
-    for c in _list(_dict(obj).get("choices")):
-        d = _dict(_dict(c).get("delta"))
-        if _str(d.get("content")) or _str(d.get("refusal")) or d.get("tool_calls") or d.get("function_call"):
+    for c in as_list(as_dict(obj).get("choices")):
+        d = as_dict(as_dict(c).get("delta"))
+        if as_str(d.get("content")) or as_str(d.get("refusal")) or d.get("tool_calls") or d.get("function_call"):
             return True
-        audio = _dict(d.get("audio"))
-        if _str(audio.get("transcript")) or _str(audio.get("data")):
+        audio = as_dict(d.get("audio"))
+        if as_str(audio.get("transcript")) or as_str(audio.get("data")):
             return True
     return False
 
 
 def _text_has_content(obj: Any) -> bool:
-    return any(_str(_dict(c).get("text")) for c in _list(_dict(obj).get("choices")))
+    return any(as_str(as_dict(c).get("text")) for c in as_list(as_dict(obj).get("choices")))
 
 
 def _rebuild(chunks: list[dict[str, Any]], object_name: str, choice_type: type[_Choice]) -> dict[str, Any]:
@@ -671,8 +680,8 @@ def _rebuild(chunks: list[dict[str, Any]], object_name: str, choice_type: type[_
                 top[key] = value
         if chunk.get("usage") is not None:
             usage = chunk["usage"]
-        for c in _list(chunk.get("choices")):
-            idx = _index(c.get("index", 0)) if isinstance(c, dict) else None
+        for c in as_list(chunk.get("choices")):
+            idx = as_index(c.get("index", 0)) if isinstance(c, dict) else None
             if idx is None:
                 continue
             if idx not in choices:
@@ -730,12 +739,12 @@ class _ChatChoice(_Choice):
     def take(self, key: str, value: Any) -> bool:
         if key != "delta":
             return False
-        for k, v in _dict(value).items():
+        for k, v in as_dict(value).items():
             if k == "role":
                 if isinstance(v, str) and not self.message.get("role"):
                     self.message["role"] = v
             elif k == "tool_calls":
-                for tc in _list(v):
+                for tc in as_list(v):
                     if isinstance(tc, dict):
                         self._tool_call(tc)
             elif k == "function_call" and isinstance(v, dict):
@@ -745,14 +754,14 @@ class _ChatChoice(_Choice):
                 if isinstance(v.get("name"), str) and not fc.get("name"):
                     fc["name"] = v["name"]
                 if isinstance(v.get("arguments"), str):
-                    fc["arguments"] = _str(fc.get("arguments")) + v["arguments"]
+                    fc["arguments"] = as_str(fc.get("arguments")) + v["arguments"]
             elif k == "audio" and isinstance(v, dict):
                 audio = self.message.get("audio")
                 if not isinstance(audio, dict):
                     audio = self.message["audio"] = {}
                 for ak, av in v.items():
                     if ak in ("data", "transcript") and isinstance(av, str):
-                        audio[ak] = _str(audio.get(ak)) + av
+                        audio[ak] = as_str(audio.get(ak)) + av
                     elif av is not None and audio.get(ak) is None:
                         audio[ak] = av
             else:  # content, refusal, reasoning_content, annotations, ...
@@ -760,12 +769,12 @@ class _ChatChoice(_Choice):
         return True
 
     def _tool_call(self, tc: dict[str, Any]) -> None:
-        idx = _index(tc.get("index"))
+        idx = as_index(tc.get("index"))
         if idx is None:  # some compatible servers omit index: a new id starts a new call
             known = {t["id"] for t in self.tools.values()}
             idx = max(self.tools, default=-1) + (1 if not self.tools or tc.get("id") not in known else 0)
         acc = self.tools.setdefault(idx, {"id": None, "type": None, "name": None, "arguments": ""})
-        fn = _dict(tc.get("function"))
+        fn = as_dict(tc.get("function"))
         for key, value in (("id", tc.get("id")), ("type", tc.get("type")), ("name", fn.get("name"))):
             if acc[key] is None and isinstance(value, str) and value:
                 acc[key] = value
@@ -797,7 +806,7 @@ class _TextChoice(_Choice):
     def take(self, key: str, value: Any) -> bool:
         if key != "text":
             return False
-        self.text += _str(value)
+        self.text += as_str(value)
         return True
 
     def close(self) -> dict[str, Any]:
@@ -867,7 +876,7 @@ def _responses_stream(x: Exchange, u: Understanding, notes: list[str]) -> None:
 
 
 def _item_event(kind: str, ev: dict[str, Any], added: dict[int, Any], finished: dict[int, Any]) -> None:
-    idx = _index(ev.get("output_index"))
+    idx = as_index(ev.get("output_index"))
     if idx is None:
         return
     if kind in ("response.output_item.added", "response.output_item.done"):
@@ -878,7 +887,7 @@ def _item_event(kind: str, ev: dict[str, Any], added: dict[int, Any], finished: 
     if item is None:  # an event for an item we never saw begin: nothing to attach it to
         return
     if kind == "response.function_call_arguments.delta":
-        item["arguments"] = _str(item.get("arguments")) + _str(ev.get("delta"))
+        item["arguments"] = as_str(item.get("arguments")) + as_str(ev.get("delta"))
     elif kind == "response.function_call_arguments.done" and isinstance(ev.get("arguments"), str):
         item["arguments"] = ev["arguments"]
     elif kind in ("response.content_part.added", "response.content_part.done"):
@@ -891,14 +900,14 @@ def _item_event(kind: str, ev: dict[str, Any], added: dict[int, Any], finished: 
             "response.reasoning_text.delta": ("reasoning_text", "text"),
         }[kind]
         part = _slot(item, "content", ev.get("content_index"), {"type": ptype, key: ""})
-        part[key] = _str(part.get(key)) + _str(ev.get("delta"))
+        part[key] = as_str(part.get(key)) + as_str(ev.get("delta"))
     elif kind == "response.output_text.done" and isinstance(ev.get("text"), str):
         _slot(item, "content", ev.get("content_index"), {"type": "output_text", "text": ""})["text"] = ev["text"]
     elif kind == "response.reasoning_summary_part.added" and isinstance(ev.get("part"), dict):
         _slot(item, "summary", ev.get("summary_index"), ev["part"], replace=True)
     elif kind == "response.reasoning_summary_text.delta":
         part = _slot(item, "summary", ev.get("summary_index"), {"type": "summary_text", "text": ""})
-        part["text"] = _str(part.get("text")) + _str(ev.get("delta"))
+        part["text"] = as_str(part.get("text")) + as_str(ev.get("delta"))
 
 
 def _slot(item: dict[str, Any], key: str, index: Any, part: dict[str, Any], replace: bool = False) -> dict[str, Any]:
@@ -909,7 +918,7 @@ def _slot(item: dict[str, Any], key: str, index: Any, part: dict[str, Any], repl
     parts = item.get(key)
     if not isinstance(parts, list):
         parts = item[key] = []
-    i = _index(index)
+    i = as_index(index)
     if i is None or i < 0 or i >= len(parts):
         parts.append(part)
         return part
@@ -924,42 +933,22 @@ def _responses_has_content(kind: str, ev: dict[str, Any]) -> bool:
         "response.refusal.delta",
         "response.function_call_arguments.delta",
     ):
-        return bool(_str(ev.get("delta")))
+        return bool(as_str(ev.get("delta")))
     if kind == "response.output_item.added":
-        return _dict(ev.get("item")).get("type") in ("function_call", "custom_tool_call")
+        return as_dict(ev.get("item")).get("type") in ("function_call", "custom_tool_call")
     return False
 
 
 # --------------------------------------------------------------------------- coercions
 
 
-def _str(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
 def _opt_str(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def _dict(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
-def _index(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
 def _count(v: Any) -> int | None:
-    """A token count as reported: a non-negative integer, else None (never guessed)."""
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _MAX_COUNT:
-        return v
-    return None
+    """``as_count``, also taking a whole float (12.0): some compatible servers send counts as floats."""
+    return as_count(int(v) if isinstance(v, float) and v.is_integer() else v)
 
 
 def _args_text(v: Any) -> str:

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from collector.apis.base import as_list
+
 TAIL = 16
 """Messages of a capture's conversation kept for verification (and compared at most)."""
 STRONG = 4
@@ -275,8 +277,10 @@ def message_key(message: Mapping[str, Any]) -> str:
 def _fingerprint(m: Mapping[str, Any]) -> _Fp:
     role = _role(m)
     text = _text(m, role)
-    parts = [_canon(p) for p in _list(m.get("parts")) if isinstance(p, Mapping) and p.get("type") not in _UNTEXT_PARTS]
-    calls = [_call(c) for c in _list(m.get("tool_calls")) if isinstance(c, Mapping)]
+    parts = [
+        _canon(p) for p in as_list(m.get("parts")) if isinstance(p, Mapping) and p.get("type") not in _UNTEXT_PARTS
+    ]
+    calls = [_call(c) for c in as_list(m.get("tool_calls")) if isinstance(c, Mapping)]
     # Exact: call ids included (unique per answer, so two conversations making the same call
     # stay apart); loose: names only, for clients that rewrite ids or reformat arguments.
     call_id = str(m.get("tool_call_id") or "")
@@ -301,7 +305,7 @@ def _text(m: Mapping[str, Any], role: str) -> str:
     if not text.strip():
         text = "\n".join(
             str(p.get("text") or "")
-            for p in _list(m.get("parts"))
+            for p in as_list(m.get("parts"))
             if isinstance(p, Mapping) and p.get("type") == "text"
         )
     if role == "assistant":  # apps re-send answers with the reasoning inlined (AnythingLLM: <think>)
@@ -360,10 +364,6 @@ def _hash(*parts: str) -> int:
         h.update(p.encode("utf-8", "surrogatepass"))
         h.update(b"\x1f")
     return int.from_bytes(h.digest(), "big")
-
-
-def _list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
 
 
 def _json_list(v: Any) -> list[Any]:

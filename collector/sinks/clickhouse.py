@@ -19,6 +19,14 @@ DATA_ERRORS = ("CANNOT_PARSE", "TYPE_MISMATCH", "ILLEGAL_TYPE", "INCORRECT_DATA"
 
 
 class ClickHouseSink:
+    """Inserts JSONEachRow payloads into one ClickHouse table.
+
+    ``table`` is where they go, ``kind`` the encoder that makes them
+    (``collector.sinks.encoders``), ``name`` the spool consumer (one cursor per sink).
+    A ClickHouse error about the data itself raises ``Rejected``; any other error is raised
+    as is, so the batch is retried.
+    """
+
     def __init__(self, client: Any, table: str = "captures", kind: str = "captures", name: str = "clickhouse") -> None:
         self.client = client
         self.table = table
@@ -38,7 +46,11 @@ class ClickHouseSink:
 
     def export(self, rows: Sequence[dict[str, Any]]) -> None:
         """Encode and send in this process: for tools and tests, not the drain."""
-        self.send(ENCODERS[self.kind](list(rows), **self.options), len(rows))
+        self.send(self.encode(rows), len(rows))
+
+    def encode(self, rows: Sequence[dict[str, Any]]) -> bytes:
+        """The payload for ``rows``, made in this process (the drain encodes in the encoder process)."""
+        return ENCODERS[self.kind](list(rows), **self.options)
 
     def close(self) -> None:
         pass

@@ -13,38 +13,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from collector.sinks.base import Rejected
-from collector.sinks.clickhouse import DATA_ERRORS
-from collector.sinks.encoders import ENCODERS
+from collector.sinks.clickhouse import ClickHouseSink
 
 
-class OtelTracesSink:
-    kind = "otel_traces"
+class OtelTracesSink(ClickHouseSink):
+    """``ClickHouseSink`` for ``otel_traces``: the ``otel_traces`` encoder, with a service name."""
 
     def __init__(
         self, client: Any, table: str = "otel_traces", service_name: str = "prompttap", name: str = "otel_traces"
     ) -> None:
-        self.client = client
-        self.table = table
-        self.name = name
-        self.options: dict[str, Any] = {"service_name": service_name}
+        super().__init__(client, table=table, kind="otel_traces", name=name)
+        self.options = {"service_name": service_name}
 
-    def send(self, payload: bytes, rows: int) -> None:
-        if not rows:
-            return
+    def encode(self, rows: Sequence[dict[str, Any]]) -> bytes:
         try:
-            self.client.raw_insert(self.table, insert_block=payload, fmt="JSONEachRow")
-        except Exception as exc:
-            if any(code in str(exc) for code in DATA_ERRORS):
-                raise Rejected(str(exc)[:500]) from exc
-            raise
-
-    def export(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Encode and send in this process: for tools and tests, not the drain."""
-        try:
-            payload = ENCODERS[self.kind](list(rows), **self.options)
+            return super().encode(rows)
         except Exception as exc:  # a mapping bug isolates that capture, not the whole stream
             raise Rejected(f"cannot map to a span: {exc!r}"[:500]) from exc
-        self.send(payload, len(rows))
-
-    def close(self) -> None:
-        pass
