@@ -3,7 +3,7 @@
 One ASGI middleware wraps the whole app (``protect(app)``), so every response carries the
 headers, whichever router or mount produced it:
 
-- a strict Content-Security-Policy, nosniff, no-referrer, no framing, no caching of captured data;
+- a strict Content-Security-Policy, nosniff, a same-origin referrer policy, no framing, no caching of captured data;
 - with a UI token (``--ui-token`` / ``PROMPTTAP_UI_TOKEN``), everything except ``/healthz``,
   ``/metrics``, ``/static`` and ``/login`` needs the session cookie set by ``/login`` or an
   ``Authorization: Bearer <token>`` header (compared in constant time);
@@ -177,7 +177,9 @@ class SecurityMiddleware:
             headers = MutableHeaders(scope=message)
             headers["content-security-policy"] = csp
             headers["x-content-type-options"] = "nosniff"
-            headers["referrer-policy"] = "no-referrer"
+            # same-origin, not no-referrer: under no-referrer Chromium sends same-origin form POSTs
+            # with "Origin: null", which the CSRF origin check must refuse. Other sites get nothing.
+            headers["referrer-policy"] = "same-origin"
             headers["x-frame-options"] = "DENY"
             headers["cross-origin-opener-policy"] = "same-origin"
             headers["cross-origin-resource-policy"] = "same-origin"

@@ -298,7 +298,7 @@ def test_security_headers_on_every_response(xss: Prompttap):
         r = httpx.request(method, xss.ui_url + path)
         assert r.headers.get("content-security-policy") == CSP, (path, r.status_code)
         assert r.headers.get("x-content-type-options") == "nosniff", path
-        assert r.headers.get("referrer-policy") == "no-referrer", path
+        assert r.headers.get("referrer-policy") == "same-origin", path
         assert r.headers.get("x-frame-options") == "DENY", path
     assert httpx.get(xss.ui_url + "/api/captures").headers["cache-control"] == "no-store"
 

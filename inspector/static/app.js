@@ -10,15 +10,34 @@
   }
 
   // Copy buttons: <button data-copy="element-id">
+  // navigator.clipboard exists only in secure contexts (https or localhost): an inspector reached as
+  // http://host:8788 falls back to execCommand, and failing that selects the text for Ctrl+C.
+  function copyFallback(target) {
+    var area = document.createElement("textarea");
+    area.value = target.textContent;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    area.remove();
+    if (!ok) window.getSelection().selectAllChildren(target);
+    return ok;
+  }
   document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    var label = button.textContent;
+    var show = function (text) {
+      button.textContent = text;
+      setTimeout(function () { button.textContent = label; }, 1200);
+    };
     button.addEventListener("click", function () {
       var target = document.getElementById(button.getAttribute("data-copy"));
-      if (!target || !navigator.clipboard) return;
-      navigator.clipboard.writeText(target.textContent).then(function () {
-        var label = button.textContent;
-        button.textContent = "Copied";
-        setTimeout(function () { button.textContent = label; }, 1200);
-      });
+      if (!target) return;
+      var fallback = function () { show(copyFallback(target) ? "Copied" : "Press Ctrl+C"); };
+      if (!navigator.clipboard || !navigator.clipboard.writeText) { fallback(); return; }
+      navigator.clipboard.writeText(target.textContent).then(function () { show("Copied"); }, fallback);
     });
   });
 
@@ -80,12 +99,14 @@
       .then(function (data) {
         var items = Array.isArray(data) ? data : (data && (data.items || data.candidates)) || [];
         if (!items.length) return;
+        var byId = {};
         var first = document.createElement("option");
         first.value = "";
         first.textContent = "pick a capture…";
         picker.appendChild(first);
         items.forEach(function (item) {
           if (!item || !item.id) return;
+          byId[item.id] = item;
           var option = document.createElement("option");
           option.value = item.id;
           var when = String(item.started_at || "").slice(0, 19).replace("T", " ");
@@ -96,6 +117,13 @@
         picker.hidden = false;
         picker.disabled = false;
         picker.addEventListener("change", function () { if (picker.value) idField.value = picker.value; });
+        // A picked capture opens its diff_url, which reads older (A) -> newer (B) whichever page you
+        // started from; the form itself always puts this capture as A (kept for typed ids).
+        compare.addEventListener("submit", function (event) {
+          var item = byId[idField.value.trim()];
+          var url = item && String(item.diff_url || "");
+          if (url && url.indexOf("/diff?") === 0) { event.preventDefault(); window.location.href = url; }
+        });
       })
       .catch(function () {});
   }
