@@ -134,5 +134,10 @@ def _root() -> str:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # Ctrl-C reaches the whole process group; the parent decides when the encoder stops
+    # (it sends "stop", or the socket closes when the parent is gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(Connection(int(sys.argv[1])))

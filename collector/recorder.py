@@ -150,8 +150,9 @@ class Recorder:
         self.last_drop = f"{reason}: {exc}"
         log.error("capture NOT recorded (%s, %d so far): %s", reason, self.dropped[reason], exc)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Drain what can be drained within ``timeout``; the rest waits in the spool."""
+    def close(self, timeout: float = 10.0) -> dict[str, int]:
+        """Drain what can be drained within ``timeout``; the rest waits in the spool.
+        Returns the captures each sink still has waiting."""
         deadline = time.monotonic() + timeout
         for w in self.workers:
             while time.monotonic() < deadline and self.spool.pending(w.sink.name)[0] and not w.failing_since:
@@ -162,7 +163,9 @@ class Recorder:
             w.thread.join(max(0.5, deadline - time.monotonic()))
             w.sink.close()
         self.encoder.close()
+        left = {w.sink.name: self.spool.pending(w.sink.name)[0] for w in self.workers}
         self.spool.close()
+        return {name: n for name, n in left.items() if n}
 
     def stats(self) -> dict[str, Any]:
         return {

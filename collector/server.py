@@ -187,7 +187,9 @@ def serve(settings: Settings) -> int:
     try:
         runner(_run(app, sockets))
     finally:
-        app.recorder.close(timeout=10.0)
+        log.info("stopping: draining the spool into the sinks (up to 10 s)")
+        left = app.recorder.close(timeout=10.0)
+        log.info("prompttap stopped%s", f"; waiting in the spool for the next start: {left}" if left else "")
     return 0
 
 
