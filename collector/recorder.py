@@ -12,7 +12,9 @@ in ``rejected/`` (counted), never silently lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -30,7 +32,7 @@ log = logging.getLogger("prompttap.recorder")
 
 BATCH_DELAY = 0.5
 """Seconds a sink waits for a batch to fill: each insert has a fixed cost in ClickHouse."""
-MAX_BATCH = 2000
+MAX_BATCH = 1000
 
 
 class SinkWorker:
@@ -50,6 +52,10 @@ class SinkWorker:
         self.thread = threading.Thread(target=self._run, name=f"prompttap-sink-{sink.name}", daemon=True)
 
     def _run(self) -> None:
+        # Lower this thread's priority (Linux nice is per thread): exporting can wait a
+        # moment, the proxy's event loop cannot.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         backoff = 0.1
         while not self.stopping.is_set():
             if not self.spool.wait(0.5, self.sink.name):

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -179,6 +181,8 @@ def serve(settings: Settings) -> int:
         sockets.append(bind(*settings.ui, "inspector"))
     app.encoder.start(app._recent_threads())
     app.recorder.start()
+    _background_priority()
+    gc.freeze()  # start-up objects live forever: keep them out of every GC pass on the hot path
     try:
         uvloop = __import__("uvloop")
         runner = uvloop.run
@@ -231,6 +235,21 @@ async def _run(app: App, sockets: list[socket.socket]) -> None:
         _redacted(settings.store_dsn),
     )
     await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(servers, sockets, strict=False)))
+
+
+def _background_priority() -> None:
+    """Lower the CPU priority of every thread but this one (the event loop): the embedded
+    engine's insert and merge threads and the sink threads. Linux nice is per thread and new
+    threads inherit it from their creator, so the engine's later threads stay background too."""
+    main = threading.get_native_id()
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return
+    for tid in tids:
+        if tid != main:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, 10)
 
 
 def _redacted(dsn: str) -> str:
