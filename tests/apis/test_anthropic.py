@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from collector.apis.anthropic import understand_messages
 from collector.apis.base import Exchange, Understanding, message
 from collector.apis.events import parse_sse
 from collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
+from tests.apis.support import chunk_at, stream_timings
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "apis" / "anthropic"
 STREAM_CASES = ["text_unicode", "tool_use_parallel", "thinking", "conversation"]
@@ -62,16 +62,6 @@ def exchange(
 
 def fields(u: Understanding, skip: set[str] = DELIVERY) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(u).items() if k not in skip}
-
-
-def chunk_at(timing: tuple[tuple[float, int], ...], end: int) -> float:
-    """Offset of the chunk holding byte ``end - 1``, counted by hand."""
-    seen = 0
-    for offset, size in timing:
-        seen += size
-        if seen >= end:
-            return offset
-    raise AssertionError("byte beyond the recorded chunks")
 
 
 # -- golden: stream == non-stream ---------------------------------------------------------
@@ -237,17 +227,6 @@ def test_ttft_is_the_chunk_of_the_first_content_event(case: str, marker: bytes) 
     assert u.ttft_ms == chunk_at(timing, first_end)
     assert u.ttft_ms > timing[0][0]  # message_start and pings are not content
     assert u.tokens_per_second == pytest.approx(u.output_tokens / ((chunk_at(timing, last_end) - u.ttft_ms) / 1000))
-
-
-def stream_timings(n: int) -> st.SearchStrategy[tuple[tuple[float, int], ...]]:
-    @st.composite
-    def build(draw: st.DrawFn) -> tuple[tuple[float, int], ...]:
-        cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=60)))
-        bounds = [0, *cuts, n]
-        gaps = draw(st.lists(st.floats(0.5, 400), min_size=len(bounds) - 1, max_size=len(bounds) - 1))
-        return tuple(zip(accumulate(gaps), (b - a for a, b in pairwise(bounds)), strict=True))
-
-    return build()
 
 
 @pytest.mark.parametrize("case", ["text_unicode", "tool_use_parallel", "thinking"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 
 from collector.apis.base import Exchange, Understanding, message
 from collector.apis.gemini import understand_generate
+from tests.apis.support import chunk_at, stream_timings
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "apis" / "gemini"
 DELIVERY = {"stream", "chunk_count", "ttft_ms", "tokens_per_second"}
@@ -62,15 +62,6 @@ def fields(u: Understanding, skip: set[str] = DELIVERY) -> dict[str, Any]:
 
 def golden(case: str) -> Any:
     return json.loads((FIX / case / "response.json").read_text("utf-8"))
-
-
-def chunk_at(timing: tuple[tuple[float, int], ...], end: int) -> float:
-    seen = 0
-    for offset, size in timing:
-        seen += size
-        if seen >= end:
-            return offset
-    raise AssertionError("byte beyond the recorded chunks")
 
 
 # -- golden: merged stream == generateContent -------------------------------------------------
@@ -242,17 +233,6 @@ def test_model_from_vertex_and_tuned_paths() -> None:
 
 
 # -- timing ---------------------------------------------------------------------------------
-
-
-def stream_timings(n: int) -> st.SearchStrategy[tuple[tuple[float, int], ...]]:
-    @st.composite
-    def build(draw: st.DrawFn) -> tuple[tuple[float, int], ...]:
-        cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=60)))
-        bounds = [0, *cuts, n]
-        gaps = draw(st.lists(st.floats(0.5, 400), min_size=len(bounds) - 1, max_size=len(bounds) - 1))
-        return tuple(zip(accumulate(gaps), (b - a for a, b in pairwise(bounds)), strict=True))
-
-    return build()
 
 
 def first_chunk_end(case: str, body: bytes) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from collector.apis.base import Exchange, Understanding, message
 from collector.apis.events import parse_ndjson_lines
 from collector.apis.ollama import understand_chat, understand_embed, understand_generate
 from collector.apis.timing import ndjson_lines_at
+from tests.apis.support import chunk_at, stream_timings
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "apis" / "ollama"
 DELIVERY = {"stream", "chunk_count", "ttft_ms"}
@@ -75,15 +75,6 @@ def fields(u: Understanding, skip: set[str] = DELIVERY) -> dict[str, Any]:
 
 def golden(case: str) -> Any:
     return json.loads((FIX / case / "response.json").read_text("utf-8"))
-
-
-def chunk_at(timing: tuple[tuple[float, int], ...], end: int) -> float:
-    seen = 0
-    for offset, size in timing:
-        seen += size
-        if seen >= end:
-            return offset
-    raise AssertionError("byte beyond the recorded chunks")
 
 
 # -- golden: stream == stream:false -----------------------------------------------------------
@@ -221,17 +212,6 @@ def test_embed_and_legacy_embeddings() -> None:
 
 
 # -- timing ---------------------------------------------------------------------------------
-
-
-def stream_timings(n: int) -> st.SearchStrategy[tuple[tuple[float, int], ...]]:
-    @st.composite
-    def build(draw: st.DrawFn) -> tuple[tuple[float, int], ...]:
-        cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=60)))
-        bounds = [0, *cuts, n]
-        gaps = draw(st.lists(st.floats(0.5, 400), min_size=len(bounds) - 1, max_size=len(bounds) - 1))
-        return tuple(zip(accumulate(gaps), (b - a for a, b in pairwise(bounds)), strict=True))
-
-    return build()
 
 
 def first_content_end(body: bytes) -> int:
