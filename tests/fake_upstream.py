@@ -53,6 +53,11 @@ from urllib.parse import parse_qs
 
 import uvicorn
 
+try:
+    from tests.servers import start_in_thread, stop_thread
+except ImportError:  # script mode: ``python tests/fake_upstream.py`` puts tests/ itself on the path
+    from servers import start_in_thread, stop_thread  # type: ignore[no-redef]
+
 CREATED = 1_700_000_000
 CREATED_AT_ISO = "2023-11-14T22:13:20Z"  # same instant as CREATED, for Ollama's created_at
 FINGERPRINT = "fp_fake"
@@ -1400,25 +1405,13 @@ class FakeUpstream:
             return self.base_url
         sock = self._bind()
         self._server = self._make_server()
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._serve(sock)), name=f"fake-upstream:{self.port}", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake upstream failed to start")
-            time.sleep(0.005)
+        self._thread = start_in_thread(self._server, lambda: self._serve(sock), f"fake-upstream:{self.port}")
         return self.base_url
 
     def stop(self) -> None:
         if self._thread is None or self._server is None:
             return
-        self._server.should_exit = True
-        self._thread.join(10)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(5)
+        stop_thread(self._server, self._thread)
         self._thread = None
 
     def serve_forever(self) -> None:

@@ -44,6 +44,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tests.servers import start_in_thread, stop_thread
+
 LANGFUSE_PATH = "/api/public/otel/v1/traces"
 OTLP_PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
@@ -328,25 +330,13 @@ class OtlpReceiver:
             _App(self), lifespan="off", log_level="warning", access_log=False, http="h11", ws="none"
         )
         self._server = server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(server.serve(sockets=[sock])), name=f"otlp-receiver:{self.port}", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("OTLP receiver failed to start")
-            time.sleep(0.005)
+        self._thread = start_in_thread(server, lambda: server.serve(sockets=[sock]), f"otlp-receiver:{self.port}")
         return self.base_url
 
     def stop(self) -> None:
         if self._thread is None or self._server is None:
             return
-        self._server.should_exit = True
-        self._thread.join(10)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(5)
+        stop_thread(self._server, self._thread)
         self._thread = None
 
     def down(self) -> None:
