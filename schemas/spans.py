@@ -29,6 +29,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 AttrValue = str | int | float | bool | list[str] | list[int] | list[float]
 
 MAX_ATTR_BYTES = 64 * 1024  # per string attribute; OTLP receivers and Langfuse cope with this
@@ -777,18 +779,28 @@ def _scalar(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return _clean(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # lone surrogates, or an int too big for orjson: the slow, forgiving way
+        return _clean(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
 
 
 def _clean(text: str) -> str:
     # Lone surrogates (a client cut an emoji in half) cannot be encoded as OTLP's UTF-8 strings.
+    if text.isascii():
+        return text
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _clip(text: str, limit: int = MAX_ATTR_BYTES) -> str:
-    data = _clean(text).encode("utf-8")
-    if len(data) <= limit:
-        return data.decode("utf-8")
+    if text.isascii():  # the common case: one byte per character, nothing to clean
+        if len(text) <= limit:
+            return text
+        data = text.encode("ascii")
+    else:
+        data = text.encode("utf-8", "replace")
+        if len(data) <= limit:
+            return data.decode("utf-8")
     keep = limit - len(TRUNCATION_MARK.encode("utf-8"))
     return data[: max(0, keep)].decode("utf-8", "ignore") + TRUNCATION_MARK
 
