@@ -70,7 +70,7 @@ def _as_text(body: bytes) -> tuple[str, str]:
 class Enricher:
     """Callable turning a spool record into a capture row (thread-safe, cached)."""
 
-    def __init__(self, cache_size: int = 4096) -> None:
+    def __init__(self, cache_size: int = 2048) -> None:
         from collector.apis.threads import ThreadIndex
 
         self.threads = ThreadIndex()
