@@ -42,6 +42,11 @@ class Encoder:
         with self._lock:
             self._spawn()
 
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def _spawn(self) -> None:
         # A fresh interpreter (never a fork of the process holding the embedded engine),
         # talking over a socketpair; plain subprocess, so no multiprocessing helper process.
@@ -139,6 +144,8 @@ if __name__ == "__main__":
     # Ctrl-C reaches the whole process group; the parent decides when the encoder stops
     # (it sends "stop", or the socket closes when the parent is gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(10)  # under full load the proxy wins the CPU; the spool absorbs the encoder's lag
+    from collector.priority import background
+
+    background()  # under full load the proxy wins the CPU; the spool absorbs the encoder's lag
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(Connection(int(sys.argv[1])))

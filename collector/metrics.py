@@ -33,6 +33,12 @@ def render(health: dict[str, Any]) -> str:
         [({"reason": r}, n) for r, n in sorted(health.get("dropped", {}).items())] or [({"reason": "disk_full"}, 0)],
     )
     metric("inflight_exchanges", "gauge", "exchanges being proxied now", [({}, health.get("inflight", 0))])
+    metric(
+        "recording_catching_up",
+        "gauge",
+        "1 while recording is far behind and competes with the traffic for the CPU",
+        [({}, bool(health.get("catching_up")))],
+    )
     metric("spool_bytes", "gauge", "bytes in spool segments", [({}, spool.get("bytes", 0))])
     metric("spool_segments", "gauge", "spool segment files", [({}, spool.get("segments", 0))])
     metric(

@@ -12,9 +12,7 @@ in ``rejected/`` (counted), never silently lost.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +22,7 @@ from typing import Any
 import orjson
 
 from collector.encoder import Encoder, EncoderError
+from collector.priority import Priority
 from collector.sinks.base import Rejected, Sink
 from collector.spool import Batch, Spool, SpoolFull
 from schemas.capture import Capture
@@ -38,8 +37,11 @@ MAX_BATCH = 1000
 class SinkWorker:
     """Drains the spool into one sink on its own thread."""
 
-    def __init__(self, sink: Sink, spool: Spool, encoder: Encoder, rejected_dir: Path) -> None:
+    def __init__(
+        self, sink: Sink, spool: Spool, encoder: Encoder, rejected_dir: Path, priority: Priority | None = None
+    ) -> None:
         self.sink = sink
+        self.priority = priority
         self.spool = spool
         self.encoder = encoder
         self.rejected_dir = rejected_dir
@@ -52,10 +54,6 @@ class SinkWorker:
         self.thread = threading.Thread(target=self._run, name=f"prompttap-sink-{sink.name}", daemon=True)
 
     def _run(self) -> None:
-        # Lower this thread's priority (Linux nice is per thread): exporting can wait a
-        # moment, the proxy's event loop cannot.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         backoff = 0.1
         while not self.stopping.is_set():
             if not self.spool.wait(0.5, self.sink.name):
@@ -63,7 +61,11 @@ class SinkWorker:
             # Let a small batch fill for a moment: fewer, larger inserts.
             if self.spool.pending(self.sink.name)[0] < MAX_BATCH:
                 self.stopping.wait(BATCH_DELAY)
-            if self.drain_once():
+            delivered = self.drain_once()
+            if self.priority is not None:  # a sink that is down has a backlog but needs no CPU
+                backlog = 0 if self.failing_since else self.spool.pending(self.sink.name)[0]
+                self.priority.update(self.sink.name, backlog)
+            if delivered:
                 backoff = 0.1
             elif self.failing_since:
                 self.stopping.wait(backoff)
@@ -129,10 +131,18 @@ class SinkWorker:
 
 
 class Recorder:
-    def __init__(self, spool: Spool, sinks: Sequence[Sink], encoder: Encoder, rejected_dir: Path) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        sinks: Sequence[Sink],
+        encoder: Encoder,
+        rejected_dir: Path,
+        priority: Priority | None = None,
+    ) -> None:
         self.spool = spool
         self.encoder = encoder
-        self.workers = [SinkWorker(s, spool, encoder, rejected_dir) for s in sinks]
+        self.priority = priority
+        self.workers = [SinkWorker(s, spool, encoder, rejected_dir, priority) for s in sinks]
         self.recorded = 0
         self.dropped: dict[str, int] = {}
         self.last_drop = ""
@@ -179,6 +189,7 @@ class Recorder:
             "dropped": dict(self.dropped),
             "last_drop": self.last_drop,
             "spool": self.spool.stats(),
+            "catching_up": bool(self.priority and self.priority.catching_up),
             "sinks": {w.sink.name: w.stats() for w in self.workers},
         }
 

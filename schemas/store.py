@@ -24,11 +24,18 @@ class StoreError(RuntimeError):
     """The store cannot be opened or migrated; the message is shown to the user."""
 
 
+ENGINE_MALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
+"""jemalloc options for the embedded engine (``JE_MALLOC_CONF``; a value already set wins)."""
+
+
 def open_store(dsn: str) -> Any:
     """A clickhouse-connect client for ``dsn``. Raises StoreError with a one-line reason."""
     import clickhouse_connect
 
     if dsn.startswith("chdb://"):
+        # Before the engine's library loads: its jemalloc then hands freed pages back to the
+        # OS at once instead of keeping them for seconds (measured: about -100 MiB RSS under load).
+        os.environ.setdefault("JE_MALLOC_CONF", ENGINE_MALLOC_CONF)
         path = dsn[len("chdb://") :]
         if path not in ("", "memory", ":memory:"):
             Path(path).mkdir(parents=True, exist_ok=True)
@@ -41,6 +48,35 @@ def open_store(dsn: str) -> Any:
     if dsn.startswith("chdb://"):
         client = LockedClient(client)
     return client
+
+
+def release_engine_startup_pages() -> int:
+    """Hand the embedded engine's start-up-only library pages back to the OS; returns bytes released.
+
+    chDB's library is 530 MB of code and data; starting the engine (registering thousands of
+    functions, formats and settings) reads about 160 MiB of it that steady work never touches
+    again, yet stays resident. MADV_PAGEOUT reclaims them exactly as the kernel would under
+    memory pressure (clean pages, nothing is lost); what the engine does use faults back in.
+    Linux only; anywhere else, or on any error, nothing happens.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        madv_pageout = 21
+        released = 0
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                if len(fields) < 6 or not fields[5].endswith("_chdb.abi3.so"):
+                    continue
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                if libc.madvise(start, end - start, madv_pageout) == 0:
+                    released += end - start
+        return released
+    except Exception:
+        return 0
 
 
 def _reason(exc: Exception) -> str:

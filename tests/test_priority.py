@@ -1,0 +1,100 @@
+"""Recording yields the CPU to the traffic (collector/priority.py), checked on real threads.
+
+The policy of a thread is read back from the kernel (/proc/<pid>/task/<tid>/stat, field 41)
+and its CPUs with sched_getaffinity, on a running prompttap and in a child process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+
+from collector.priority import ALL_CPUS, BACKGROUND_CPUS
+
+SCHED_OTHER, SCHED_IDLE = 0, 5
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _threads(pid: int) -> dict[int, tuple[str, int, int]]:
+    """tid -> (name, scheduling policy, nice) for every thread of ``pid``."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(tid)] = (name, int(fields[38]), int(fields[16]))
+    return out
+
+
+def test_engine_sink_and_encoder_threads_yield_to_the_event_loop(make_pt):
+    pt = make_pt(ui=False)
+    for i in range(20):
+        body = {"model": "m", "messages": [{"role": "user", "content": f"hi {i}"}]}
+        r = httpx.post(f"{pt.url}/v1/chat/completions", json=body)
+        assert r.status_code == 200
+    pid = pt.proc.pid
+    threads = _threads(pid)
+    name, policy, nice = threads[pid]  # the event loop runs on the main thread
+    assert (policy, nice) == (SCHED_OTHER, 0)
+    assert os.sched_getaffinity(pid) == ALL_CPUS
+    # Python's threads carry the process's name; ClickHouse names its own (MergeMutate, BgSchPool, ...).
+    # uvloop's resolver threads (libuv-worker) serve the hot path and rightly keep the loop's priority.
+    engine = {tid: t for tid, t in threads.items() if t[0] not in (name, "libuv-worker")}
+    assert len(engine) >= 3, threads
+    for tid, (name, policy, _) in engine.items():
+        assert policy == SCHED_IDLE, (name, policy)
+        if os.path.exists(f"/proc/{pid}/task/{tid}"):
+            assert os.sched_getaffinity(tid) == BACKGROUND_CPUS, name
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    assert children, "the encoder process is missing"
+    for child in map(int, children):
+        assert _threads(child)[child][1] == SCHED_IDLE
+    assert pt.health()["catching_up"] is False
+    assert "\nprompttap_recording_catching_up 0\n" in httpx.get(f"{pt.url}/_prompttap/metrics").text
+
+
+def test_a_backlog_makes_recording_compete_until_it_has_caught_up():
+    # In a child process: the test's own threads must not keep a changed policy.
+    script = textwrap.dedent(
+        """
+        import os, threading
+        from collector.priority import ALL_CPUS, BACKGROUND_CPUS, CATCH_UP_AT, CAUGHT_UP_AT, Priority
+
+        def state(tid):
+            return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid), os.sched_getaffinity(tid)
+
+        started, done = threading.Event(), threading.Event()
+        tids = []
+        def worker():
+            tids.append(threading.get_native_id()); started.set(); done.wait()
+        t = threading.Thread(target=worker); t.start(); started.wait()
+        main, helper = threading.get_native_id(), tids[0]
+
+        p = Priority(main)
+        p.apply()
+        assert state(helper)[0] == os.SCHED_IDLE and state(helper)[2] == BACKGROUND_CPUS, state(helper)
+        assert state(main) == (os.SCHED_OTHER, 0, ALL_CPUS), state(main)
+
+        p.update("clickhouse", CATCH_UP_AT + 1)
+        assert p.catching_up and state(helper) == (os.SCHED_OTHER, 10, ALL_CPUS), state(helper)
+        p.update("otel_traces", 0)  # another sink keeping up does not end the catch-up
+        p.update("clickhouse", CAUGHT_UP_AT + 1)  # hysteresis: not caught up yet
+        assert p.catching_up and state(helper)[0] == os.SCHED_OTHER
+        p.update("clickhouse", CAUGHT_UP_AT - 1)
+        assert not p.catching_up and state(helper)[0] == os.SCHED_IDLE and state(helper)[2] == BACKGROUND_CPUS
+        assert state(main) == (os.SCHED_OTHER, 0, ALL_CPUS)
+        assert p.transitions == 2
+        done.set(); t.join()
+        print("ok")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
