@@ -33,7 +33,7 @@ from collector.sinks.base import Sink
 from collector.sinks.clickhouse import ClickHouseSink
 from collector.sinks.faults import with_faults
 from collector.spool import Spool
-from schemas.store import migrate, open_store, release_engine_startup_pages
+from schemas.store import migrate, open_store, release_startup_pages
 
 log = logging.getLogger("prompttap")
 
@@ -186,8 +186,7 @@ def serve(settings: Settings) -> int:
     app.encoder.start(app._recent_threads())
     app.recorder.start()
     app.priority.apply()  # the engine's, the sinks' and the encoder's threads yield to the loop
-    if settings.store_dsn.startswith("chdb://"):
-        release_engine_startup_pages()
+    release_startup_pages()
     gc.freeze()  # start-up objects live forever: keep them out of every GC pass on the hot path
     try:
         uvloop = __import__("uvloop")
