@@ -95,7 +95,7 @@ class Priority:
             worst = max(self._backlog.values())
             if not self.catching_up and worst > CATCH_UP_AT:
                 self.catching_up = True
-                log.warning("recording is %d captures behind: it now competes with the traffic for the CPU", worst)
+                log.info("recording is %d captures behind: it now competes with the traffic for the CPU", worst)
             elif self.catching_up and worst < CAUGHT_UP_AT:
                 self.catching_up = False
                 log.info("recording caught up: it yields the CPU to the traffic again")
