@@ -71,7 +71,7 @@ class _Ref:
 class ThreadIndex:
     """In-memory, bounded (LRU) index from conversation fingerprints to threads."""
 
-    def __init__(self, max_keys: int = 60_000) -> None:
+    def __init__(self, max_keys: int = 40_000) -> None:
         self.max_keys = max_keys
         self._keys: OrderedDict[int, list[_Ref]] = OrderedDict()
         self._captures: OrderedDict[str, str] = OrderedDict()  # capture id -> thread id (idempotence)
