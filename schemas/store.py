@@ -50,37 +50,6 @@ def open_store(dsn: str) -> Any:
     return client
 
 
-def release_startup_pages() -> int:
-    """Hand library pages read only while starting back to the OS; returns the bytes advised.
-
-    chDB's library is 530 MB of code and data; starting the engine (registering thousands of
-    functions, formats and settings) reads about 160 MiB of it that steady work never touches
-    again, and it loads pyarrow and numpy (about 35 MiB) that prompttap never calls. They stay
-    resident until memory runs short. MADV_PAGEOUT reclaims them now, exactly as the kernel
-    would under memory pressure: only file-backed library mappings, only pages no other
-    process maps, nothing is lost; what is still used faults back in (about 100 MiB under load).
-    Linux only; anywhere else, or on any error, nothing happens.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        madv_pageout = 21
-        released = 0
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split()
-                if len(fields) < 6 or ".so" not in fields[5].rsplit("/", 1)[-1]:
-                    continue
-                start, end = (int(x, 16) for x in fields[0].split("-"))
-                if libc.madvise(start, end - start, madv_pageout) == 0:
-                    released += end - start
-        return released
-    except Exception:
-        return 0
-
-
 def _reason(exc: Exception) -> str:
     text = str(exc)
     if "Unable to open the chdb engine" in text or "EmbeddedServer" in text or "Cannot lock file" in text:
