@@ -2,16 +2,22 @@
 
 The proxy's event loop is the only latency-critical thread. Everything else (the encoder
 process, the sink threads, the embedded engine's insert and merge threads) is background
-work that the spool lets run late. While recording keeps up, that work runs under Linux's
-SCHED_IDLE (only on a CPU nothing else wants; a waking event loop preempts it at once,
-where a nice value lets it finish its time slice) and keeps to the upper half of the CPUs.
-Measured on the 2-core benchmark machine, added p99 at concurrency 1: nice 10 +4.7 ms,
-SCHED_IDLE +3.7 ms, SCHED_IDLE on one CPU +2.6 ms.
+work that the spool lets run late. While recording keeps up:
+- the engine's threads and the encoder run under Linux's SCHED_IDLE (only on a CPU nothing
+  else wants; a waking event loop preempts them at once, where a nice value lets them
+  finish their time slice), on the upper half of the CPUs;
+- our own Python threads (sinks, spool fsync, inspector workers) keep normal priority on
+  those CPUs: they take the GIL the event loop needs, and an idle-class thread preempted
+  while holding it stalls the loop until that CPU is free (a priority inversion; measured
+  at concurrency 1: added p99 about +1 ms);
+- the event loop keeps to the lower half of the CPUs, where its caches stay warm and no
+  background thread runs (measured: added p99 2.2-2.9 ms -> 1.5-2.1 ms).
 
 Under sustained saturation that would starve recording and grow the spool without bound,
-so past ``CATCH_UP_AT`` waiting captures the background competes again (nice 10, every
-CPU) until the backlog is under ``CAUGHT_UP_AT``. Policy and affinity are per thread and
-inherited by the threads a thread creates, so the engine's later threads follow.
+so past ``CATCH_UP_AT`` waiting captures everything competes on every CPU again (background
+at nice 10) until the backlog is under ``CAUGHT_UP_AT``. Policy and affinity are per thread
+and inherited by the threads a thread creates; threads started later (the engine starts
+some on demand) are classified when the sinks next report their backlog.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 log = logging.getLogger("prompttap.priority")
 
@@ -29,43 +36,58 @@ CATCH_UP_AT = 20_000
 CAUGHT_UP_AT = 2_000
 """... and under which it yields again."""
 CATCH_UP_NICE = 10
+GIL_SWITCH_INTERVAL = 0.0005
+"""Seconds a Python thread may run before the event loop gets the GIL it asks for (Python's
+default: 5 ms). Measured at concurrency 1: added p99 about -0.3 ms, saturation unchanged."""
 
 
-def _cpus() -> tuple[set[int], set[int]]:
+HOT_PATH_THREADS = frozenset({"libuv-worker"})
+"""Helpers of the event loop (uvloop's resolver threads): they keep the loop's settings."""
+
+
+def _cpus() -> tuple[set[int], set[int], set[int]]:
     try:
         every = os.sched_getaffinity(0)  # at import, on the main thread: the process's CPUs
     except (OSError, AttributeError):
-        return set(), set()
+        return set(), set(), set()
     cpus = sorted(every)
-    return set(every), set(cpus[len(cpus) // 2 :])
+    upper = set(cpus[len(cpus) // 2 :])
+    return set(every), upper, (set(every) - upper) or set(every)
 
 
-ALL_CPUS, BACKGROUND_CPUS = _cpus()
-"""While yielding, background work keeps to BACKGROUND_CPUS (on two cores: one), so a waking
-event loop, client or upstream always finds a CPU with no background thread on it."""
+ALL_CPUS, BACKGROUND_CPUS, LOOP_CPUS = _cpus()
+"""While yielding, background work keeps to BACKGROUND_CPUS and the event loop to LOOP_CPUS
+(on two cores: one each), so a waking client or upstream always finds a CPU where no
+background thread runs, and the loop never lands where background work cooled the caches."""
 
 
 def background(tid: int = 0) -> None:
     """Make thread ``tid`` (0: the calling thread) yielding background work. Never raises."""
-    _set(tid, idle=True)
+    _set(tid, "idle")
 
 
-def _set(tid: int, idle: bool) -> None:
+def _set(tid: int, mode: str) -> None:
+    """``idle``: SCHED_IDLE on the background CPUs; ``gil``: normal priority there (a thread
+    that takes the GIL); ``compete``: nice 10 on every CPU; ``loop``/``loop-compete``: the
+    event loop, normal priority on its own CPUs / on every CPU."""
     with contextlib.suppress(OSError, AttributeError, ValueError):  # not Linux, or the thread is gone
-        if idle:
+        if mode == "idle":
             os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-            os.sched_setaffinity(tid, BACKGROUND_CPUS)
         else:
             os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-            os.setpriority(os.PRIO_PROCESS, tid, CATCH_UP_NICE)
-            os.sched_setaffinity(tid, ALL_CPUS)
+            os.setpriority(os.PRIO_PROCESS, tid, CATCH_UP_NICE if mode == "compete" else 0)
+        cpus = {"idle": BACKGROUND_CPUS, "gil": BACKGROUND_CPUS, "loop": LOOP_CPUS}.get(mode, ALL_CPUS)
+        os.sched_setaffinity(tid, cpus)
 
 
-def _threads() -> list[int]:
-    try:
-        return [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        return []
+def _threads() -> dict[int, str]:
+    """tid -> name of every thread of this process."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for t in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):
+                out[int(t)] = Path(f"/proc/self/task/{t}/comm").read_text().strip()
+    return out
 
 
 class Priority:
@@ -77,16 +99,41 @@ class Priority:
         self.catching_up = False
         self.transitions = 0
         self._backlog: dict[str, int] = {}
+        self._seen: set[int] = set()
         self._lock = threading.Lock()
 
-    def apply(self) -> None:
-        """Set every thread but the event loop, and the helper processes, to the current mode."""
-        idle = not self.catching_up
-        for tid in _threads():
-            if tid != self.main_tid:
-                _set(tid, idle)
-        for pid in self.other_pids():
-            _set(pid, idle)
+    def apply(self, only_new: bool = False) -> None:
+        """Set the event loop, every other thread and the helper processes to the current
+        mode (``only_new``: just the threads not seen before)."""
+        compete = self.catching_up
+        threads = _threads()
+        python_tids = {t.native_id for t in threading.enumerate()}
+        for tid, name in threads.items():
+            if only_new and tid in self._seen:
+                continue
+            if tid == self.main_tid:
+                _set(tid, "loop-compete" if compete else "loop")
+            elif name in HOT_PATH_THREADS:
+                continue
+            else:
+                _set(tid, "compete" if compete else "gil" if tid in python_tids else "idle")
+        self._seen = set(threads)
+        if not only_new:
+            for pid in self.other_pids():
+                _set(pid, "compete" if compete else "idle")
+
+    @contextlib.contextmanager
+    def engine_work(self) -> Iterator[None]:
+        """The calling Python thread runs the embedded engine (the GIL released) for a while:
+        idle-class meanwhile, like the engine's own threads and the threads it starts."""
+        tid = threading.get_native_id()
+        if not self.catching_up:
+            _set(tid, "idle")
+        try:
+            yield
+        finally:
+            if not self.catching_up:
+                _set(tid, "gil")  # a catch-up that began meanwhile has set it already
 
     def update(self, sink: str, backlog: int) -> None:
         """A sink reports how many captures wait for it; switch modes at the thresholds."""
@@ -100,6 +147,7 @@ class Priority:
                 self.catching_up = False
                 log.info("recording caught up: it yields the CPU to the traffic again")
             else:
+                self.apply(only_new=True)  # threads the engine started since
                 return
             self.transitions += 1
             self.apply()

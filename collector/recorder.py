@@ -93,7 +93,11 @@ class SinkWorker:
     def _deliver(self, records: Sequence[bytes]) -> None:
         try:
             payload, rows = self.encoder.encode(self.sink.kind, self.sink.options, records)
-            self.sink.send(payload, rows)
+            if self.sink.in_engine and self.priority is not None:
+                with self.priority.engine_work():
+                    self.sink.send(payload, rows)
+            else:
+                self.sink.send(payload, rows)
             self.exported += rows
         except (Rejected, EncoderError) as exc:
             if isinstance(exc, EncoderError) and "died" in str(exc):

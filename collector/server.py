@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from collector.config import Settings
 from collector.encoder import Encoder
 from collector.memory import few_malloc_arenas, release_startup_pages
-from collector.priority import Priority
+from collector.priority import GIL_SWITCH_INTERVAL, Priority
 from collector.proxy import Proxy
 from collector.recorder import Recorder
 from collector.sinks.base import Sink
@@ -187,6 +188,7 @@ def serve(settings: Settings) -> int:
     app.encoder.start(app._recent_threads())
     app.recorder.start()
     app.priority.apply()  # the engine's, the sinks' and the encoder's threads yield to the loop
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # ... and so does a Python thread holding the GIL
     release_startup_pages()
     gc.freeze()  # start-up objects live forever: keep them out of every GC pass on the hot path
     try:

@@ -82,6 +82,8 @@ def _quiet_native_stderr(active: bool) -> Iterator[None]:
 class LockedClient:
     """Serializes calls into one embedded engine shared by the drain and the inspector."""
 
+    embedded = True  # its queries run in this process, on the calling thread
+
     def __init__(self, client: Any) -> None:
         self._client = client
         self._lock = threading.RLock()

@@ -20,6 +20,7 @@ class Sink(Protocol):
     name: str  # spool consumer name: one cursor per sink
     kind: str  # encoder used for its payloads
     options: dict[str, Any]  # keyword arguments for that encoder
+    in_engine: bool  # send() runs the embedded engine on the calling thread (GIL released)
 
     def send(self, payload: bytes, rows: int) -> None: ...
 

@@ -33,6 +33,7 @@ class ClickHouseSink:
         self.kind = kind
         self.name = name
         self.options: dict[str, Any] = {}
+        self.in_engine = bool(getattr(client, "embedded", False))
 
     def send(self, payload: bytes, rows: int) -> None:
         if not rows:

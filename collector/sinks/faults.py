@@ -21,6 +21,7 @@ class FaultySink:
         self.name = inner.name
         self.kind = inner.kind
         self.options = inner.options
+        self.in_engine = inner.in_engine
         self.down = Path(down_flag) if down_flag else None
         self.ambiguous = Path(ambiguous_flag) if ambiguous_flag else None
 

@@ -75,6 +75,7 @@ class OtlpSink:
         self.endpoint = endpoint
         self.timeout = timeout
         self.options: dict[str, Any] = {"service_name": service_name}
+        self.in_engine = False
         self.partial_rejected = 0  # spans receivers reported as rejected inside a 2xx
         self._where = _display_url(endpoint)
         self._headers = {
