@@ -144,8 +144,10 @@ if __name__ == "__main__":
     # Ctrl-C reaches the whole process group; the parent decides when the encoder stops
     # (it sends "stop", or the socket closes when the parent is gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from collector.memory import compact_malloc
     from collector.priority import background
 
+    compact_malloc()  # the encoder's batches are the biggest blocks it allocates
     background()  # under full load the proxy wins the CPU; the spool absorbs the encoder's lag
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(Connection(int(sys.argv[1])))

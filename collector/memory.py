@@ -1,7 +1,8 @@
 """What prompttap's process keeps resident: process-wide memory settings, applied by ``serve``.
 
 The embedded ClickHouse is most of the process. Its own allocator is set where the engine is
-opened (``schemas.store.ENGINE_MALLOC_CONF``); these two act on the process around it.
+opened (``schemas.store.ENGINE_MALLOC_CONF``); these act on the process around it (and
+``compact_malloc`` on the encoder process too).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import contextlib
 import ctypes
 from typing import Any
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter
+M_ARENA_MAX = -8  # glibc's mallopt parameters
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
 MADV_PAGEOUT = 21
 
 
@@ -20,13 +23,21 @@ def _libc() -> Any:
     return libc
 
 
-def few_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas; call before any thread starts. By default every thread that
-    allocates under contention gets its own 64 MiB arena, up to 8 per core, and the sink
-    threads' multi-MiB batches stay resident in them (measured: -130 MiB RSS under load).
-    Not glibc: nothing happens."""
+def compact_malloc(arenas: int = 2) -> None:
+    """Make glibc's malloc keep less memory; call before any thread starts. Not glibc: nothing.
+
+    - Arenas capped at ``arenas``: by default every thread that allocates under contention gets
+      its own 64 MiB arena, up to 8 per core, and the sink threads' multi-MiB batches stayed
+      resident in them (measured: -130 MiB RSS under load).
+    - A fixed mmap threshold (128 KiB, glibc's initial one): by default each large block freed
+      raises the threshold to its size, so later batches and payloads of that size come from the
+      heap and their pages stay behind when freed; now they are always mapped and unmapped
+      (measured, c=64 then streams: peak RSS -10 to -25 MiB, the encoder process -10 MiB).
+    """
     with contextlib.suppress(Exception):
-        _libc().mallopt(M_ARENA_MAX, arenas)
+        libc = _libc()
+        libc.mallopt(M_ARENA_MAX, arenas)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def release_startup_pages() -> int:

@@ -27,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from collector.config import Settings
 from collector.encoder import Encoder
-from collector.memory import few_malloc_arenas, release_startup_pages
+from collector.memory import compact_malloc, release_startup_pages
 from collector.priority import GIL_SWITCH_INTERVAL, Priority
 from collector.proxy import Proxy
 from collector.recorder import Recorder
@@ -180,7 +180,7 @@ def inspector_options(settings: Settings, environ: Any) -> dict[str, Any]:
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
-    few_malloc_arenas()
+    compact_malloc()
     app = App(settings)
     sockets = [bind(*settings.listen, "proxy")]
     if settings.ui:
