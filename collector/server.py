@@ -35,7 +35,7 @@ from collector.sinks.base import Sink
 from collector.sinks.clickhouse import ClickHouseSink
 from collector.sinks.faults import with_faults
 from collector.spool import Spool
-from schemas.store import migrate, open_store
+from schemas.store import open_migrated
 
 log = logging.getLogger("prompttap")
 
@@ -89,8 +89,7 @@ class App:
         self.started = time.time()
         settings.home.mkdir(parents=True, exist_ok=True)
         try:
-            self.store = open_store(settings.store_dsn)
-            migrate(self.store, settings.retention_days)
+            self.store = open_migrated(settings.store_dsn, settings.retention_days)
         except Exception as exc:
             raise StartupError(str(exc)) from None
         sinks = self._sinks()
