@@ -80,14 +80,18 @@ def _set(tid: int, mode: str) -> None:
         os.sched_setaffinity(tid, cpus)
 
 
-def _threads() -> dict[int, str]:
-    """tid -> name of every thread of this process."""
-    out = {}
-    with contextlib.suppress(OSError):
-        for t in os.listdir("/proc/self/task"):
-            with contextlib.suppress(OSError):
-                out[int(t)] = Path(f"/proc/self/task/{t}/comm").read_text().strip()
-    return out
+def _threads() -> set[int]:
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _name(tid: int) -> str:
+    try:
+        return Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return ""  # the thread is gone
 
 
 class Priority:
@@ -107,17 +111,14 @@ class Priority:
         mode (``only_new``: just the threads not seen before)."""
         compete = self.catching_up
         threads = _threads()
-        python_tids = {t.native_id for t in threading.enumerate()}
-        for tid, name in threads.items():
-            if only_new and tid in self._seen:
-                continue
+        todo = threads - self._seen if only_new else threads  # run by the sinks every batch: keep it cheap
+        python_tids = {t.native_id for t in threading.enumerate()} if todo else set()
+        for tid in todo:
             if tid == self.main_tid:
                 _set(tid, "loop-compete" if compete else "loop")
-            elif name in HOT_PATH_THREADS:
-                continue
-            else:
+            elif _name(tid) not in HOT_PATH_THREADS:
                 _set(tid, "compete" if compete else "gil" if tid in python_tids else "idle")
-        self._seen = set(threads)
+        self._seen = threads
         if not only_new:
             for pid in self.other_pids():
                 _set(pid, "compete" if compete else "idle")

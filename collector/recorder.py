@@ -12,6 +12,7 @@ in ``rejected/`` (counted), never silently lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -93,10 +94,9 @@ class SinkWorker:
     def _deliver(self, records: Sequence[bytes]) -> None:
         try:
             payload, rows = self.encoder.encode(self.sink.kind, self.sink.options, records)
-            if self.sink.in_engine and self.priority is not None:
-                with self.priority.engine_work():
-                    self.sink.send(payload, rows)
-            else:
+            priority = self.priority
+            busy = priority.engine_work() if priority is not None and self.sink.in_engine else contextlib.nullcontext()
+            with busy:  # the engine's work on this thread is background work too
                 self.sink.send(payload, rows)
             self.exported += rows
         except (Rejected, EncoderError) as exc:
