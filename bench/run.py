@@ -8,7 +8,9 @@ Phases (``--phases``, default all three, in this order):
 
   harness  The shared harness (``run_bench.py``, found at ``../shared/bench`` from the repo root or at
            ``$PROMPTTAP_BENCH_HARNESS``) in ONE interleaved run: direct, nginx, litellm, the minimal
-           aiohttp pass-through and prompttap (recording on, embedded ClickHouse). Everything after
+           aiohttp pass-through and prompttap (recording on, embedded ClickHouse), each load
+           starting once prompttap has drained the last one's captures (``quiet_harness.py``,
+           so its drain never lands on another target's measurement). Everything after
            ``--`` goes to ``run_bench.py`` (``--quick``, ``--rounds``, ``--duration``, ``--scenarios``...).
   lost     prompttap + the harness's mock upstream, wrk at c=64 (unique bodies) then asyncio streams at
            c=64; wait until healthz shows nothing pending, SIGTERM, open the store in a child process
@@ -298,7 +300,8 @@ def run_harness(a: argparse.Namespace, passthrough: list[str], out: Path) -> dic
     targets = "direct,nginx" if a.no_litellm else "direct,nginx,litellm"
     cmd = [
         str(BENCH_PY),
-        str(HARNESS / "run_bench.py"),
+        str(REPO / "bench" / "quiet_harness.py"),  # run_bench.py, waiting for prompttap's drain before each load
+        str(HARNESS),
         "--out",
         str(out),
         "--targets",
@@ -350,8 +353,14 @@ def run_harness(a: argparse.Namespace, passthrough: list[str], out: Path) -> dic
     if rc != 0 or not (out / "results.json").exists():
         raise RuntimeError(f"run_bench.py failed (rc={rc}); see {out / 'harness-console.log'}")
     res = json.loads((out / "results.json").read_text())
+    quiet = json.loads((out / "quiet.json").read_text()) if (out / "quiet.json").exists() else None
     log(f"harness done: {out / 'results.md'}")
-    return {"results": res, "out": str(out), "prompttap_log": log_findings(out / "logs" / "prompttap.log")}
+    return {
+        "results": res,
+        "out": str(out),
+        "quiet": quiet,
+        "prompttap_log": log_findings(out / "logs" / "prompttap.log"),
+    }
 
 
 def log_findings(path: Path) -> dict[str, Any]:
@@ -895,6 +904,27 @@ def harness_rows(h: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
         if busy
         else f"Harness: {meta['rounds']} round(s) x {meta['duration_s']:g} s, targets {', '.join(names)}."
     )
+    quiet = h.get("quiet")
+    if quiet is not None:
+        w = quiet["waits"]
+        left = [x for x in w if x.get("left")]
+        notes.append(
+            f"Before each warmup and measurement the harness waited for prompttap to drain its captures "
+            f"(bench/quiet_harness.py): {len(w)} waits, {sum(x['waited_s'] for x in w):.0f} s in all, "
+            f"longest {max((x['waited_s'] for x in w), default=0):.1f} s"
+            + (f"; {len(left)} ran out after {quiet['timeout_s']:.0f} s." if left else ".")
+        )
+    c1 = res["raw"].get("ns_c1", {})
+    per_round = [
+        (p.get("lat_p99_ms"), d.get("lat_p99_ms"))
+        for p, d in zip(c1.get(pt, []), c1.get("direct", []), strict=False)  # both in round order
+    ]
+    if per_round and all(isinstance(x, (int, float)) for pair in per_round for x in pair):
+        notes.append(
+            "ns_c1 p99 by round, prompttap vs direct (ms): "
+            + ", ".join(f"{p:.2f} vs {d:.2f} ({p - d:+.2f})" for p, d in per_round)
+            + "."
+        )
     if meta.get("concurrent_benchmarks"):
         notes.append(
             "WARNING: other benchmarks ran during the harness run: " + "; ".join(meta["concurrent_benchmarks"])
