@@ -32,7 +32,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,11 +69,34 @@ class Pos(NamedTuple):
 
 @dataclass
 class Batch:
+    """Records read for one consumer, from start to end. A reader in another process may leave
+    ``records`` empty (the caller has what it made of them); ``seqs`` always lists what was read."""
+
     consumer: str
     records: list[bytes]
     seqs: list[int]
     start: Pos
     end: Pos
+    corrupt: list[tuple[int, int]] = field(default_factory=list)  # (segment, offset) of damage passed
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """A consumer's next read, fixed under the spool's lock, so that any process can carry it out
+    (``read_planned``): the records stay where they are until a reader needs them."""
+
+    consumer: str
+    dir: Path
+    start: Pos
+    segments: tuple[tuple[int, int, int], ...]  # (id, committed size, base seq) from the start segment on
+    active: int
+    max_records: int
+    max_bytes: int
+
+    @property
+    def empty(self) -> bool:
+        """Nothing written after the start: reading would find no record."""
+        return all(size <= max(self.start.off if sid == self.start.seg else 0, HDR) for sid, size, _ in self.segments)
 
 
 @dataclass
@@ -162,6 +185,41 @@ def _next(fd: int, off: int, end: int, min_seq: int, budget: int) -> tuple[str, 
             return "rec", nxt, seq, payload
         return "bad", nxt, seq, b""  # header crc vouches for the length: skip exactly this record
     return "bad", _resync(fd, off + 1, end, min_seq), 0, b""
+
+
+def read_planned(plan: ReadPlan) -> Batch:
+    """Carry out a ``ReadPlan``: only the spool's files are read, so this runs in any process. Segments
+    only ever grow, and a plan reads no further than their committed size, so no record is half there."""
+    pos, records, seqs, used, corrupt = plan.start, [], [], 0, []
+    for sid, size, base in plan.segments:
+        if sid != pos.seg:
+            pos = Pos(sid, HDR, max(pos.seq, base))
+        try:
+            fd = os.open(plan.dir / f"{sid:020d}.seg", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # deleted behind our back: nothing to read there
+            pos = pos._replace(off=max(size, HDR))
+            continue
+        try:
+            off, seq, kind = max(pos.off, HDR), pos.seq, "end"
+            while len(records) < plan.max_records:
+                kind, nxt, rseq, payload = _next(fd, off, size, seq, plan.max_bytes - used if records else _NO_LIMIT)
+                if kind in ("end", "full"):
+                    break
+                if kind == "rec":
+                    records.append(payload)
+                    seqs.append(rseq)
+                    used += len(payload)
+                else:
+                    corrupt.append((sid, off))
+                if kind == "rec" or rseq:  # a corrupt span has a seq only if its header was intact
+                    seq = max(seq, rseq + 1)
+                off = nxt
+            pos = Pos(sid, off, seq)
+        finally:
+            os.close(fd)
+        if kind == "full" or len(records) >= plan.max_records or sid == plan.active:
+            break
+    return Batch(plan.consumer, records, seqs, plan.start, pos, corrupt)
 
 
 class Spool:
@@ -460,43 +518,23 @@ class Spool:
         """Records after the consumer's acked cursor (the same ones again until acked). Returns at least one
         record if any is pending, even one larger than max_bytes. The batch may be empty yet advance past
         empty segments or damage: acking it is cheap and lets those segments go."""
+        batch = read_planned(self.plan(consumer, max_records, max_bytes))
+        self.note_corrupt(batch)
+        return batch
+
+    def plan(self, consumer: str, max_records: int = 500, max_bytes: int = 16 * 2**20) -> ReadPlan:
+        """What ``read`` would read now, for ``read_planned`` to read here or in another process."""
         with self._lock:
             start = self._cursors[consumer]
-            snap = [
-                (s.id, s.size, s.base) for s in sorted(self._segs.values(), key=lambda s: s.id) if s.id >= start.seg
-            ]
-            active = self._cur.id
-        pos, records, seqs, used = start, [], [], 0
-        for sid, size, base in snap:
-            if sid != pos.seg:
-                pos = Pos(sid, HDR, max(pos.seq, base))
-            try:
-                fd = os.open(self._path(sid), os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:  # deleted behind our back: nothing to read there
-                pos = pos._replace(off=max(size, HDR))
-                continue
-            try:
-                off, seq, kind = max(pos.off, HDR), pos.seq, "end"
-                while len(records) < max_records:
-                    kind, nxt, rseq, payload = _next(fd, off, size, seq, max_bytes - used if records else _NO_LIMIT)
-                    if kind in ("end", "full"):
-                        break
-                    if kind == "rec":
-                        records.append(payload)
-                        seqs.append(rseq)
-                        used += len(payload)
-                    else:
-                        with self._lock:
-                            self._count_corrupt_locked(sid, off)
-                    if kind == "rec" or rseq:  # a corrupt span has a seq only if its header was intact
-                        seq = max(seq, rseq + 1)
-                    off = nxt
-                pos = Pos(sid, off, seq)
-            finally:
-                os.close(fd)
-            if kind == "full" or len(records) >= max_records or sid == active:
-                break
-        return Batch(consumer, records, seqs, start, pos)
+            segs = tuple((s.id, s.size, s.base) for _, s in sorted(self._segs.items()) if s.id >= start.seg)
+            return ReadPlan(consumer, self._dir, start, segs, self._cur.id, max_records, max_bytes)
+
+    def note_corrupt(self, batch: Batch) -> None:
+        """Count the damage a reader passed (once per place, however many consumers meet it)."""
+        if batch.corrupt:
+            with self._lock:
+                for sid, off in batch.corrupt:
+                    self._count_corrupt_locked(sid, off)
 
     def ack(self, consumer: str, batch: Batch) -> None:
         """Persist the cursor at the end of batch, then delete segments every consumer is past."""

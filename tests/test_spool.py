@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -97,6 +98,46 @@ def test_read_limits_and_oversized_record(open_spool):
     sp.ack("a", b1)
     assert sp.read("a", max_bytes=10).records == [big]  # never starve on a record larger than max_bytes
     assert sp.read("a", max_records=3).records == [big, b"3" * 10]
+
+
+def test_a_plan_is_read_alike_in_another_process_and_ends_where_it_was_made(open_spool):
+    """The encoder process reads a sink's batch from a ReadPlan: same records, seqs and end as read()."""
+    sp = open_spool(consumers=("a", "b"), segment_bytes=400)
+    data = payloads(30)
+    for p in data:
+        sp.append(p)
+    sp.ack("a", sp.read("a", max_records=7))
+    plan = sp.plan("a", max_records=12)
+    sp.append(b"after the plan")
+    code = (
+        "import pickle, sys\n"
+        "from collector.spool import read_planned\n"
+        "sys.stdout.buffer.write(pickle.dumps(read_planned(pickle.loads(sys.stdin.buffer.read()))))\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps(plan), capture_output=True, check=True, cwd=root
+    ).stdout
+    there = pickle.loads(out)
+    here = sp.read("a", max_records=12)
+    assert there.records == here.records == data[7:19]
+    assert (there.seqs, there.start, there.end) == (here.seqs, here.start, here.end)
+    sp.ack("a", there)  # a batch read elsewhere acks like any other
+    rest = sp.plan("a", max_records=1000)
+    assert not rest.empty
+    assert spool_mod.read_planned(rest).records == [*data[19:], b"after the plan"]
+    assert sp.plan("b").start.seq == 0 and not sp.plan("b").empty
+
+
+def test_an_empty_plan_says_so(open_spool):
+    sp = open_spool()
+    assert sp.plan("a").empty
+    sp.append(b"x")
+    assert not sp.plan("a").empty
+    sp.ack("a", sp.read("a"))
+    assert sp.plan("a").empty
+    sp.rotate()  # an empty sealed segment and an empty active one: still nothing to read
+    assert sp.plan("a").empty and len(sp.plan("a").segments) == 2
 
 
 def test_multiple_consumers_and_gc_after_all_ack(open_spool, tmp_path):
