@@ -4,8 +4,15 @@ Enrichment (parsing every API, pricing, thread inference) and serialization are 
 CPU work. Done on a thread of the proxy's process they hold the GIL and stretch the
 proxy's latency tail (measured: p99 from under 1 ms to tens of ms). So they run in one
 spawned child process, sequentially (thread inference needs captures in order), and the
-sink threads only do I/O with the bytes it returns — OpenTelemetry's processor →
-exporter split, with the processor moved out of process.
+sink threads only do I/O — OpenTelemetry's processor → exporter split, with the
+processor moved out of process.
+
+The data itself bypasses the proxy's process where it can: the encoder reads each batch
+from the spool's files (``ReadPlan``) and, for a sink running the embedded engine, writes
+the payload to a file that the engine inserts from. Copying a batch (a thousand records,
+megabytes of payload) through the pipe and pickle holds the GIL in long C calls the event
+loop cannot cut short. Measured at c=1: proxy p99 1.9-2.8 ms that way, 1.1-1.7 ms now,
+0.7 ms with no sink running at all.
 """
 
 from __future__ import annotations
@@ -18,13 +25,23 @@ import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collector.spool import Batch, ReadPlan
 
 log = logging.getLogger("prompttap.encoder")
 
 
 class EncoderError(RuntimeError):
-    """The encoder process failed; the batch stays in the spool and is retried."""
+    """The encoder made no payload. With ``retry`` the cause was not the records (the process died, or
+    reading the spool or writing the payload file failed): the batch stays in the spool for a retry.
+    Otherwise the records themselves failed, and the recorder isolates the ones at fault."""
+
+    def __init__(self, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 class Encoder:
@@ -73,15 +90,24 @@ class Encoder:
             log.error("encoder process died (%s); restarting it", exc)
             self._kill()
             self._spawn()
-            raise EncoderError(f"encoder process died: {exc!r}") from None
-        if status == "error":
-            raise EncoderError(value)
+            raise EncoderError(f"encoder process died: {exc!r}", retry=True) from None
+        if status != "ok":
+            raise EncoderError(value, retry=status == "retry")
         return value
 
     def encode(self, kind: str, options: dict[str, Any], records: Sequence[bytes]) -> tuple[bytes, int]:
         """Payload for ``kind`` from raw spool records, and how many rows it holds."""
         with self._lock:
             return self._call(("encode", kind, options, list(records)))
+
+    def encode_planned(
+        self, kind: str, options: dict[str, Any], plan: ReadPlan, to_file: Path | None = None
+    ) -> tuple[bytes | Path, int, Batch]:
+        """Payload for ``kind`` from the records the encoder reads from the spool by ``plan`` (or the file
+        ``to_file`` it wrote the payload to), the rows it holds, and the batch read (without its records:
+        they never enter this process)."""
+        with self._lock:
+            return self._call(("encode_planned", kind, options, plan, to_file))
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -108,6 +134,7 @@ def serve(conn: Connection) -> None:
 
     from collector.enrich import Enricher
     from collector.sinks.encoders import ENCODERS
+    from collector.spool import read_planned
 
     enricher = Enricher()
     while True:
@@ -123,12 +150,23 @@ def serve(conn: Connection) -> None:
                 enricher.warm(message[1])
                 conn.send(("ok", None))
                 continue
-            _, kind, options, records = message
             t0 = time.perf_counter()
+            if message[0] == "encode_planned":
+                _, kind, options, plan, to_file = message
+                batch = read_planned(plan)
+                records, batch.records = batch.records, []
+            else:
+                _, kind, options, records = message
+                batch = to_file = None
             rows = [enricher(orjson.loads(raw)) for raw in records]
             payload = ENCODERS[kind](rows, **options)
             log.debug("encoded %d %s rows in %.1f ms", len(rows), kind, (time.perf_counter() - t0) * 1000)
-            conn.send(("ok", (payload, len(rows))))
+            if to_file is not None:
+                to_file.write_bytes(payload)
+                payload = to_file
+            conn.send(("ok", (payload, len(rows)) if batch is None else (payload, len(rows), batch)))
+        except OSError as exc:  # the spool's files or the payload file: not the records' fault
+            conn.send(("retry", f"{type(exc).__name__}: {exc}"))
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 

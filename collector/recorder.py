@@ -25,7 +25,7 @@ import orjson
 from collector.encoder import Encoder, EncoderError
 from collector.priority import Priority
 from collector.sinks.base import Rejected, Sink
-from collector.spool import Batch, Spool, SpoolFull
+from collector.spool import Batch, ReadPlan, Spool, SpoolFull, read_planned
 from schemas.capture import Capture
 
 log = logging.getLogger("prompttap.recorder")
@@ -39,13 +39,21 @@ class SinkWorker:
     """Drains the spool into one sink on its own thread."""
 
     def __init__(
-        self, sink: Sink, spool: Spool, encoder: Encoder, rejected_dir: Path, priority: Priority | None = None
+        self,
+        sink: Sink,
+        spool: Spool,
+        encoder: Encoder,
+        rejected_dir: Path,
+        priority: Priority | None = None,
+        payload_dir: Path | None = None,
     ) -> None:
         self.sink = sink
         self.priority = priority
         self.spool = spool
         self.encoder = encoder
         self.rejected_dir = rejected_dir
+        # where the encoder leaves this sink's payload, if the sink's engine can read it from there
+        self.payload_file = payload_dir / f"{sink.name}.payload" if payload_dir and sink.in_engine else None
         self.exported = 0
         self.failed = 0
         self.rejected = 0
@@ -74,40 +82,70 @@ class SinkWorker:
 
     def drain_once(self) -> bool:
         """Export one batch; True if it was delivered (or set aside)."""
-        batch = self.spool.read(self.sink.name, max_records=MAX_BATCH)
-        if not batch.records:
-            if batch.end != batch.start:
-                self.spool.ack(self.sink.name, batch)  # skipped damage or empty segments
+        plan = self.spool.plan(self.sink.name, max_records=MAX_BATCH)
+        if plan.empty:
             return False
         try:
-            self._deliver(batch.records)
+            batch = self._export(plan)
         except Exception as exc:
             self.failed += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             self.failing_since = self.failing_since or time.monotonic()
             log.warning("sink %s: export failed, will retry: %s", self.sink.name, self.last_error)
             return False
-        self.spool.ack(self.sink.name, batch)
+        self.spool.ack(self.sink.name, batch)  # also when it held only damage: the cursor moves past it
         self.failing_since = 0.0
-        return True
+        return bool(batch.seqs)
+
+    def _export(self, plan: ReadPlan) -> Batch:
+        """The encoder process reads the batch from the spool's files and encodes it, so its records never
+        pass through this process (GIL time here stretches the proxy's latency); the sink sends the payload.
+        Only a batch the sink or the encoder refuses is read here, to find the bad records."""
+        try:
+            sink = self.sink
+            payload, rows, batch = self.encoder.encode_planned(sink.kind, sink.options, plan, self.payload_file)
+            self.spool.note_corrupt(batch)
+            self._send(payload, rows)
+            return batch
+        except (Rejected, EncoderError) as exc:
+            if isinstance(exc, EncoderError) and exc.retry:
+                raise  # not the records' fault: retry the same batch
+            refusal = exc
+        batch = read_planned(plan)  # the same records: segments only grow, and only our ack deletes them
+        self._bisect(batch.records, refusal)
+        return batch
 
     def _deliver(self, records: Sequence[bytes]) -> None:
+        """Encode and send records, setting aside the ones the sink refuses."""
         try:
             payload, rows = self.encoder.encode(self.sink.kind, self.sink.options, records)
-            priority = self.priority
-            busy = priority.engine_work() if priority is not None and self.sink.in_engine else contextlib.nullcontext()
-            with busy:  # the engine's work on this thread is background work too
-                self.sink.send(payload, rows)
-            self.exported += rows
+            self._send(payload, rows)
         except (Rejected, EncoderError) as exc:
-            if isinstance(exc, EncoderError) and "died" in str(exc):
-                raise  # the process crashed: retry the same batch
-            if len(records) == 1:
-                self._reject(records[0], str(exc))
-                return
-            half = len(records) // 2  # bisect to find the record(s) the sink refuses
-            self._deliver(records[:half])
-            self._deliver(records[half:])
+            if isinstance(exc, EncoderError) and exc.retry:
+                raise
+            self._bisect(records, exc)
+
+    def _bisect(self, records: Sequence[bytes], refusal: Exception) -> None:
+        """Find the record(s) behind a refusal by halving, and set them aside."""
+        if len(records) == 1:
+            self._reject(records[0], str(refusal))
+            return
+        half = len(records) // 2
+        self._deliver(records[:half])
+        self._deliver(records[half:])
+
+    def _send(self, payload: bytes | Path, rows: int) -> None:
+        priority = self.priority
+        busy = priority.engine_work() if priority is not None and self.sink.in_engine else contextlib.nullcontext()
+        with busy:  # the engine's work on this thread is background work too
+            if isinstance(payload, Path):
+                try:
+                    self.sink.send_file(payload, rows)
+                finally:
+                    payload.unlink(missing_ok=True)  # a retry encodes again; leave no copy of prompts behind
+            else:
+                self.sink.send(payload, rows)
+        self.exported += rows
 
     def _reject(self, raw: bytes, reason: str) -> None:
         self.rejected += 1
@@ -142,11 +180,14 @@ class Recorder:
         encoder: Encoder,
         rejected_dir: Path,
         priority: Priority | None = None,
+        payload_dir: Path | None = None,
     ) -> None:
         self.spool = spool
         self.encoder = encoder
         self.priority = priority
-        self.workers = [SinkWorker(s, spool, encoder, rejected_dir, priority) for s in sinks]
+        if payload_dir is not None:
+            payload_dir.mkdir(parents=True, exist_ok=True)
+        self.workers = [SinkWorker(s, spool, encoder, rejected_dir, priority, payload_dir) for s in sinks]
         self.recorded = 0
         self.dropped: dict[str, int] = {}
         self.last_drop = ""

@@ -102,7 +102,9 @@ class App:
         self.encoder = Encoder()
         # Everything but the event loop (this thread) is background work; see collector.priority.
         self.priority = Priority(threading.get_native_id(), lambda: [p for p in [self.encoder.pid] if p])
-        self.recorder = Recorder(self.spool, sinks, self.encoder, settings.home / "rejected", self.priority)
+        self.recorder = Recorder(
+            self.spool, sinks, self.encoder, settings.home / "rejected", self.priority, settings.home / "payloads"
+        )
         self.proxy = Proxy(settings, self.recorder.record)
         self.proxy.health = self.health
         self.proxy.metrics = self.metrics

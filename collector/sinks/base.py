@@ -5,10 +5,15 @@ A capture reaches a sink in two steps (OpenTelemetry's processor → exporter sp
 encoder named by ``kind`` (``collector/sinks/encoders.py``), then the sink's own thread
 calls ``send``. ``send`` raises to ask for a retry (the batch stays in the spool), or
 ``Rejected`` when the data itself is refused, so the recorder can isolate the record.
+
+A sink that runs the embedded engine in this process (``in_engine``) gets its payloads as
+a file the encoder wrote (``send_file``): the engine reads it without the GIL, so megabytes
+of payload a batch never pass through Python in the proxy's process.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -23,5 +28,7 @@ class Sink(Protocol):
     in_engine: bool  # send() runs the embedded engine on the calling thread (GIL released)
 
     def send(self, payload: bytes, rows: int) -> None: ...
+
+    def send_file(self, path: Path, rows: int) -> None: ...  # the payload in a file; only if in_engine
 
     def close(self) -> None: ...

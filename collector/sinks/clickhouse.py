@@ -8,14 +8,24 @@ collapses to one row per capture.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from collector.sinks.base import Rejected
 from collector.sinks.encoders import ENCODERS
 
 # ClickHouse error names that mean "this data is wrong", not "try again later".
-DATA_ERRORS = ("CANNOT_PARSE", "TYPE_MISMATCH", "ILLEGAL_TYPE", "INCORRECT_DATA", "VALUE_IS_OUT_OF_RANGE", "TOO_LARGE")
+DATA_ERRORS = (
+    "CANNOT_PARSE",
+    "TYPE_MISMATCH",
+    "ILLEGAL_TYPE",
+    "INCORRECT_DATA",
+    "VALUE_IS_OUT_OF_RANGE",
+    "TOO_LARGE",
+    "UNKNOWN_ELEMENT_OF_ENUM",
+    "VIOLATED_CONSTRAINT",
+)
 
 
 class ClickHouseSink:
@@ -36,10 +46,19 @@ class ClickHouseSink:
         self.in_engine = bool(getattr(client, "embedded", False))
 
     def send(self, payload: bytes, rows: int) -> None:
-        if not rows:
-            return
+        if rows:
+            self._insert(lambda: self.client.raw_insert(self.table, insert_block=payload, fmt="JSONEachRow"))
+
+    def send_file(self, path: Path, rows: int) -> None:
+        """Insert a payload from a file: the embedded engine reads and parses it, GIL released."""
+        quoted = "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+        sql = f"INSERT INTO {self.table} FROM INFILE {quoted} FORMAT JSONEachRow"
+        if rows:
+            self._insert(lambda: self.client.command(sql))
+
+    def _insert(self, insert: Callable[[], Any]) -> None:
         try:
-            self.client.raw_insert(self.table, insert_block=payload, fmt="JSONEachRow")
+            insert()
         except Exception as exc:
             if any(code in str(exc) for code in DATA_ERRORS):
                 raise Rejected(str(exc)[:500]) from exc

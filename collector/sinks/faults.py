@@ -10,6 +10,7 @@ faults to those sinks. Off unless the variables are set.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from collector.sinks.base import Sink
@@ -26,9 +27,15 @@ class FaultySink:
         self.ambiguous = Path(ambiguous_flag) if ambiguous_flag else None
 
     def send(self, payload: bytes, rows: int) -> None:
+        self._faulty(lambda: self.inner.send(payload, rows))
+
+    def send_file(self, path: Path, rows: int) -> None:
+        self._faulty(lambda: self.inner.send_file(path, rows))
+
+    def _faulty(self, send: Callable[[], None]) -> None:
         if self.down is not None and self.down.exists():
             raise ConnectionError(f"injected fault: {self.name} is down ({self.down} exists)")
-        self.inner.send(payload, rows)
+        send()
         if self.ambiguous is not None and self.ambiguous.exists():
             raise ConnectionError(f"injected fault: {self.name} reply lost after the insert")
 
