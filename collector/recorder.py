@@ -112,6 +112,7 @@ class SinkWorker:
                 raise  # not the records' fault: retry the same batch
             refusal = exc
         batch = read_planned(plan)  # the same records: segments only grow, and only our ack deletes them
+        self.spool.note_corrupt(batch)
         self._bisect(batch.records, refusal)
         return batch
 
