@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-QUIET_TIMEOUT_S = 300.0
+QUIET_TIMEOUT_S = 120.0
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
 
 

@@ -218,6 +218,7 @@ async def _run(app: App, sockets: list[socket.socket]) -> None:
         timeout_graceful_shutdown=30,
         server_header=False,
         date_header=False,
+        proxy_headers=False,  # the proxy never reads scope["client"]: skip uvicorn's X-Forwarded-For rewrite
     )
     servers = [_Server(proxy_cfg)]
     if settings.ui:

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from collector.proxy import TERMINAL_EVENT, is_terminal
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap, free_port
 
@@ -418,3 +419,23 @@ def test_api_filters_and_bad_input(pt: Prompttap):
     assert httpx.get(f"{pt.ui_url}/api/captures/not-a-uuid").status_code == 400
     assert httpx.get(f"{pt.ui_url}/api/captures/{uuid.uuid4()}").status_code == 404
     assert httpx.get(f"{pt.ui_url}/api/captures", params={"limit": 0}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("chunk", "terminal"),
+    [
+        (b"data: [DONE]\n\n", True),  # OpenAI chat
+        (b'event: message_stop\ndata: {"type":"message_stop"}\n\n', True),  # Anthropic
+        (b'{"model":"llama3","done": true,"eval_count":9}\n', True),  # Ollama NDJSON
+        (b'event: response.completed\ndata: {"type": "response.completed"}\n\n', True),  # Responses
+        (b'data: {"type":"response.incomplete"}\n\n', True),
+        (b'data: {"choices":[{"delta":{"content":"say [DONE] or done"}}]}\n\n', False),
+        (b'data: {"type":"response.output_text.delta","delta":"response.completed"}\n\n', False),
+        (b'{"model":"llama3","done":false}\n', False),
+        (b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n', False),  # finished, not terminal
+    ],
+)
+def test_terminal_event_check_agrees_with_its_pattern(chunk: bytes, terminal: bool) -> None:
+    """The fast substring pre-check never changes the verdict of TERMINAL_EVENT."""
+    assert is_terminal(chunk) is terminal
+    assert (TERMINAL_EVENT.search(chunk) is not None) is terminal
