@@ -195,7 +195,7 @@ def read_planned(plan: ReadPlan) -> Batch:
         if sid != pos.seg:
             pos = Pos(sid, HDR, max(pos.seq, base))
         try:
-            fd = os.open(plan.dir / f"{sid:020d}.seg", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(_seg_path(plan.dir, sid), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:  # deleted behind our back: nothing to read there
             pos = pos._replace(off=max(size, HDR))
             continue
@@ -623,7 +623,11 @@ class Spool:
             self._n["corrupt_records"] += 1
 
     def _path(self, sid: int) -> Path:
-        return self._dir / f"{sid:020d}.seg"
+        return _seg_path(self._dir, sid)
+
+
+def _seg_path(directory: Path, sid: int) -> Path:
+    return directory / f"{sid:020d}.seg"
 
 
 def _lock_dir(path: Path) -> int:

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from schemas.store import migrate, open_store
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap
 
@@ -15,6 +17,14 @@ def fake() -> Iterator[FakeUpstream]:
     upstream.start()
     yield upstream
     upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def memory_store() -> Any:
+    """This test process's embedded ClickHouse (chDB in memory), migrated."""
+    client = open_store("chdb://memory")
+    migrate(client)
+    return client
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,6 @@ from collector.sinks.otlp import (
 )
 from collector.spool import Spool
 from schemas.spans import span_of
-from schemas.store import migrate, open_store
 from tests.otlp_receiver import LANGFUSE_PATH, OtlpReceiver
 from tests.test_spans import ANTHROPIC, anthropic_body, capture, capture_row, chat_body
 
@@ -354,21 +353,14 @@ def test_header_parsing() -> None:
 # --------------------------------------------------------------------------- otel_traces in the store
 
 
-@pytest.fixture(scope="module")
-def store() -> Any:
-    client = open_store("chdb://memory")
-    migrate(client)
-    return client
-
-
-def test_otel_traces_sink_writes_queryable_idempotent_spans(store: Any, rows: list[dict[str, Any]]) -> None:
-    sink = OtelTracesSink(store)
+def test_otel_traces_sink_writes_queryable_idempotent_spans(memory_store: Any, rows: list[dict[str, Any]]) -> None:
+    sink = OtelTracesSink(memory_store)
     sink.export(rows)
     sink.export(rows[:2])  # a replay
     ids = tuple(r["span_id"] for r in rows)
     q = "SELECT count() FROM otel_traces FINAL WHERE SpanId IN {ids:Array(String)}"
-    assert store.query(q, parameters={"ids": list(ids)}).result_rows == [(5,)]
-    found = store.query(
+    assert memory_store.query(q, parameters={"ids": list(ids)}).result_rows == [(5,)]
+    found = memory_store.query(
         "SELECT SpanId, SpanName, SpanKind, StatusCode, Duration, SpanAttributes['gen_ai.usage.input_tokens'] "
         "FROM otel_traces FINAL WHERE has(SpanAttributeItems, 'gen_ai.request.model=gpt-4o-mini') "
         "AND SpanId IN {ids:Array(String)} ORDER BY SpanId",
@@ -377,33 +369,33 @@ def test_otel_traces_sink_writes_queryable_idempotent_spans(store: Any, rows: li
     expected = sorted((r["span_id"], "chat gpt-4o-mini", "Client", "Unset", 250_500_000, str(r["input_tokens"]))
                       for r in rows[:2])  # fmt: skip
     assert found == expected
-    error = store.query(
+    error = memory_store.query(
         "SELECT StatusCode, StatusMessage, SpanAttributes['error.type'] "
         "FROM otel_traces FINAL WHERE SpanId = {s:String}",
         parameters={"s": rows[3]["span_id"]},
     ).result_rows
     assert error == [("Error", "fake upstream error 529", "overloaded_error")]
-    events = store.query(
+    events = memory_store.query(
         "SELECT Events.Name, ServiceName, ResourceAttributes FROM otel_traces FINAL WHERE SpanId = {s:String}",
         parameters={"s": rows[2]["span_id"]},
     ).result_rows
     assert events == [(["prompttap.first_chunk"], "prompttap", {"service.name": "prompttap"})]
 
 
-def test_trace_id_lookup_bounds_a_trace_query(store: Any) -> None:
+def test_trace_id_lookup_bounds_a_trace_query(memory_store: Any) -> None:
     """What Grafana's trace view does: time range from the lookup table, then the spans."""
     trace = "5" * 32
     parent = capture_row(body=chat_body(), trace_id=trace, started_at=1_790_000_000.25)
     child = capture_row(body=chat_body(stream=True), trace_id=trace, started_at=1_790_000_030.5)
-    OtelTracesSink(store).export([parent, child])
-    OtelTracesSink(store).export([child])
-    [(start, end)] = store.query(
+    OtelTracesSink(memory_store).export([parent, child])
+    OtelTracesSink(memory_store).export([child])
+    [(start, end)] = memory_store.query(
         "SELECT min(Start), max(End) FROM otel_traces_trace_id_ts WHERE TraceId = {t:String} GROUP BY TraceId",
         parameters={"t": trace},
     ).result_rows
     assert start.replace(tzinfo=UTC) == datetime(2026, 9, 21, 14, 13, 20, tzinfo=UTC)
     assert (end - start).total_seconds() == 30
-    spans = store.query(
+    spans = memory_store.query(
         "SELECT SpanId FROM otel_traces FINAL WHERE TraceId = {t:String} "
         "AND Timestamp >= {s:DateTime} AND Timestamp <= {e:DateTime} + INTERVAL 1 SECOND ORDER BY Timestamp",
         parameters={"t": trace, "s": start, "e": end},

@@ -21,15 +21,7 @@ from collector.sinks.clickhouse import ClickHouseSink
 from collector.sinks.otel_clickhouse import OtelTracesSink
 from collector.spool import Spool
 from schemas.capture import Capture
-from schemas.store import migrate, open_store
 from tests.test_spans import capture, chat_body
-
-
-@pytest.fixture(scope="module")
-def store() -> Any:
-    client = open_store("chdb://memory")
-    migrate(client)
-    return client
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +39,14 @@ def spooled(spool: Spool, n: int, **fields: Any) -> list[Capture]:
     return captures
 
 
-def count(store: Any, table: str, column: str, ids: list[str]) -> int:
+def count(client: Any, table: str, column: str, ids: list[str]) -> int:
     q = f"SELECT count() FROM {table} FINAL WHERE {column} IN {{ids:Array(String)}}"
-    return store.query(q, parameters={"ids": ids}).result_rows[0][0]
+    return client.query(q, parameters={"ids": ids}).result_rows[0][0]
 
 
-def test_both_store_sinks_insert_from_the_encoders_payload_file(store: Any, encoder: Encoder, tmp_path: Path) -> None:
+def test_both_store_sinks_insert_from_the_encoders_payload_file(
+    memory_store: Any, encoder: Encoder, tmp_path: Path
+) -> None:
     # a quote in the path: the INFILE literal must be escaped, not broken
     payloads = tmp_path / "it's payloads"
     payloads.mkdir()
@@ -60,7 +54,7 @@ def test_both_store_sinks_insert_from_the_encoders_payload_file(store: Any, enco
     captures = spooled(spool, 25, user_id="file")
     workers = [
         SinkWorker(sink, spool, encoder, tmp_path / "rejected", payload_dir=payloads)
-        for sink in (ClickHouseSink(store), OtelTracesSink(store))
+        for sink in (ClickHouseSink(memory_store), OtelTracesSink(memory_store))
     ]
     try:
         for w in workers:
@@ -70,20 +64,20 @@ def test_both_store_sinks_insert_from_the_encoders_payload_file(store: Any, enco
             assert w.exported == 25 and spool.pending(w.sink.name) == (0, 0)
     finally:
         spool.close()
-    assert count(store, "captures", "toString(id)", [str(c.id) for c in captures]) == 25
-    assert count(store, "otel_traces", "SpanId", [c.span_id for c in captures]) == 25
+    assert count(memory_store, "captures", "toString(id)", [str(c.id) for c in captures]) == 25
+    assert count(memory_store, "otel_traces", "SpanId", [c.span_id for c in captures]) == 25
     assert list(payloads.iterdir()) == []  # each payload file goes once the engine has read it
 
 
 def test_a_row_clickhouse_refuses_is_set_aside_and_the_rest_inserted(
-    store: Any, encoder: Encoder, tmp_path: Path
+    memory_store: Any, encoder: Encoder, tmp_path: Path
 ) -> None:
-    store.command("CREATE TABLE IF NOT EXISTS captures_strict AS captures")
-    store.command("ALTER TABLE captures_strict ADD CONSTRAINT IF NOT EXISTS no_poison CHECK user_id != 'poison'")
+    memory_store.command("CREATE TABLE IF NOT EXISTS captures_strict AS captures")
+    memory_store.command("ALTER TABLE captures_strict ADD CONSTRAINT IF NOT EXISTS no_poison CHECK user_id != 'poison'")
     spool = Spool(tmp_path / "spool", ["strict"])
     captures = [*spooled(spool, 3, user_id="ok"), *spooled(spool, 1, user_id="poison"), *spooled(spool, 4)]
     worker = SinkWorker(
-        ClickHouseSink(store, table="captures_strict", name="strict"),
+        ClickHouseSink(memory_store, table="captures_strict", name="strict"),
         spool,
         encoder,
         tmp_path / "rejected",
@@ -96,49 +90,48 @@ def test_a_row_clickhouse_refuses_is_set_aside_and_the_rest_inserted(
         spool.close()
     assert worker.rejected == 1 and worker.exported == 7
     good = [str(c.id) for c in captures if c.user_id != "poison"]
-    assert count(store, "captures_strict", "toString(id)", good) == 7
+    assert count(memory_store, "captures_strict", "toString(id)", good) == 7
     [dead] = list((tmp_path / "rejected").iterdir())
     kept = json.loads(dead.read_text())
     assert json.loads(kept["record"])["user_id"] == "poison"
     assert "VIOLATED_CONSTRAINT" in kept["reason"]
 
 
-def test_a_store_that_is_down_keeps_the_batch_for_a_retry(store: Any, encoder: Encoder, tmp_path: Path) -> None:
+def test_a_store_that_is_down_keeps_the_batch_for_a_retry(memory_store: Any, encoder: Encoder, tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", ["missing"])
     captures = spooled(spool, 5)
-    worker = SinkWorker(
-        ClickHouseSink(store, table="no_such_table", name="missing"), spool, encoder, tmp_path, payload_dir=tmp_path
-    )
+    missing = ClickHouseSink(memory_store, table="no_such_table", name="missing")
+    worker = SinkWorker(missing, spool, encoder, tmp_path, payload_dir=tmp_path)
     try:
         assert not worker.drain_once()
         assert worker.failing_since and "no_such_table" in worker.last_error
         assert spool.pending("missing")[0] == 5  # not acked, not rejected
-        worker.sink = ClickHouseSink(store, name="missing")  # "the store is back"
+        worker.sink = ClickHouseSink(memory_store, name="missing")  # "the memory_store is back"
         assert worker.drain_once() and spool.pending("missing")[0] == 0
     finally:
         spool.close()
     assert worker.rejected == 0 and not worker.failing_since
-    assert count(store, "captures", "toString(id)", [str(c.id) for c in captures]) == 5
+    assert count(memory_store, "captures", "toString(id)", [str(c.id) for c in captures]) == 5
 
 
 def test_a_payload_file_that_cannot_be_written_is_retried_not_rejected(
-    store: Any, encoder: Encoder, tmp_path: Path
+    memory_store: Any, encoder: Encoder, tmp_path: Path
 ) -> None:
     """Disk trouble on the payload's way is no fault of the records: nothing is set aside."""
     blocked = tmp_path / "payloads"
     blocked.write_text("a file where the payload directory should be")
     spool = Spool(tmp_path / "spool", ["clickhouse"])
     captures = spooled(spool, 4)
-    worker = SinkWorker(ClickHouseSink(store), spool, encoder, tmp_path / "rejected", payload_dir=blocked)
+    worker = SinkWorker(ClickHouseSink(memory_store), spool, encoder, tmp_path / "rejected", payload_dir=blocked)
     try:
         assert not worker.drain_once()
         assert "NotADirectoryError" in worker.last_error and worker.failing_since
         assert worker.rejected == 0 and spool.pending("clickhouse")[0] == 4
-        assert count(store, "captures", "toString(id)", [str(c.id) for c in captures]) == 0
+        assert count(memory_store, "captures", "toString(id)", [str(c.id) for c in captures]) == 0
         blocked.unlink()
         blocked.mkdir()  # the disk is fine again
         assert worker.drain_once() and spool.pending("clickhouse")[0] == 0
     finally:
         spool.close()
     assert not (tmp_path / "rejected").exists()
-    assert count(store, "captures", "toString(id)", [str(c.id) for c in captures]) == 4
+    assert count(memory_store, "captures", "toString(id)", [str(c.id) for c in captures]) == 4
