@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY collector ./collector
 COPY inspector ./inspector
 COPY schemas ./schemas
+COPY prompttap ./prompttap
 
 RUN python -m venv /opt/prompttap \
     && /opt/prompttap/bin/pip install . \

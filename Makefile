@@ -4,15 +4,22 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run demo test lint format bench install clean chromium
+.PHONY: run demo test lint format bench install install-dev clean chromium
 
-$(BIN)/.installed: pyproject.toml
+# `make run` needs the runtime only; the tests, the browser driver and the benchmark need the dev extras.
+$(BIN)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(BIN)/.dev: $(BIN)/.runtime
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed
+install: $(BIN)/.runtime
+
+install-dev: $(BIN)/.dev
 
 ## Start prompttap on the embedded ClickHouse store (./.prompttap); ARGS="--upstream URL ..."
 run: install
@@ -23,7 +30,7 @@ demo: install
 	$(BIN)/prompttap demo $(ARGS)
 
 ## Lint, then the whole test suite (browser tests use Debian's chromium, installed here if missing)
-test: install lint chromium
+test: install-dev lint chromium
 	$(BIN)/pytest -q
 
 # Headless Chromium from Debian's package, never a tool's own browser download.
@@ -33,16 +40,16 @@ chromium:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install
+format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 ## Benchmark prompttap against direct, nginx, LiteLLM and a minimal aiohttp proxy
-bench: install
+bench: install-dev
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:

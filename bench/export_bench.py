@@ -110,7 +110,7 @@ FROM (
 def generate(home: Path, rows: int, batch: int) -> None:
     """Runs in a child process: the store belongs to one process at a time."""
     sys.path.insert(0, str(REPO))
-    from schemas.store import migrate, open_store
+    from prompttap.schemas.store import migrate, open_store
 
     client = open_store(f"chdb://{(home / 'store').resolve()}")
     migrate(client)
@@ -123,7 +123,7 @@ def generate(home: Path, rows: int, batch: int) -> None:
 
 
 def run_export(home: Path, fmt: str, out: Path, redact: bool) -> dict:
-    cmd = [PY, "-m", "collector.cli", "export", "--format", fmt, "--out", str(out), "--home", str(home), "--json"]
+    cmd = [PY, "-m", "prompttap", "export", "--format", fmt, "--out", str(out), "--home", str(home), "--json"]
     cmd += ["--no-progress"] + (["--redact"] if redact else [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTTAP_")}
     env["PYTHONPATH"] = str(REPO)

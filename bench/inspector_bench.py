@@ -270,7 +270,7 @@ FROM (
 def generate(home: Path, rows: int, batch: int, optimize: bool) -> None:
     """Runs in a child process: the embedded store belongs to one process at a time."""
     sys.path.insert(0, str(REPO))
-    from schemas.store import migrate, open_store
+    from prompttap.schemas.store import migrate, open_store
 
     client = open_store(f"chdb://{(home / 'store').resolve()}")
     migrate(client)
@@ -302,7 +302,7 @@ def start_server(home: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
 
     ui_port, proxy_port = free_port(), free_port()
     log = home / "serve.log"
-    cmd = [PY, "-m", "collector.cli", "serve", "--home", str(home), "--listen", f"127.0.0.1:{proxy_port}"]
+    cmd = [PY, "-m", "prompttap", "serve", "--home", str(home), "--listen", f"127.0.0.1:{proxy_port}"]
     cmd += ["--ui", f"127.0.0.1:{ui_port}", "--upstream", "http://127.0.0.1:9", "--log-level", "warning"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTTAP_")}
     env["PYTHONPATH"] = str(REPO)
@@ -424,8 +424,8 @@ def run_timings(home: Path, warmup: int, runs: int, target: float) -> list[dict[
 def profile(home: Path, runs: int) -> None:
     """Runs in a child process on the stopped server's store: every read of a page, timed alone."""
     sys.path.insert(0, str(REPO))
-    from inspector import diff_queries, queries, views
-    from schemas.store import open_store
+    from prompttap.inspector import diff_queries, queries, views
+    from prompttap.schemas.store import open_store
 
     client = open_store(f"chdb://{(home / 'store').resolve()}")
     newest = queries.list_captures(client, queries.CaptureFilter(), 300)

@@ -510,7 +510,7 @@ def run_closed_stream(url: str, upstream: str, concurrency: int, duration: float
 
 COUNT_SCRIPT = r"""
 import json, sys
-from schemas.store import open_store
+from prompttap.schemas.store import open_store
 c = open_store("chdb://" + sys.argv[1])
 q = lambda sql: c.query(sql).result_rows
 out = {}

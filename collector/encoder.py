@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collector.spool import Batch, ReadPlan
+    from prompttap.collector.spool import Batch, ReadPlan
 
 log = logging.getLogger("prompttap.encoder")
 
@@ -71,7 +71,7 @@ class Encoder:
 
         parent, child = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.encoder", str(child.fileno())],
+            [sys.executable, "-m", "prompttap.collector.encoder", str(child.fileno())],
             pass_fds=[child.fileno()],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))},
         )
@@ -131,10 +131,9 @@ class Encoder:
 def serve(conn: Connection) -> None:
     """The child process: answer encode requests until told to stop."""
     import orjson
-
-    from collector.enrich import Enricher
-    from collector.sinks.encoders import ENCODERS
-    from collector.spool import read_planned
+    from prompttap.collector.enrich import Enricher
+    from prompttap.collector.sinks.encoders import ENCODERS
+    from prompttap.collector.spool import read_planned
 
     enricher = Enricher()
     while True:
@@ -182,8 +181,8 @@ if __name__ == "__main__":
     # Ctrl-C reaches the whole process group; the parent decides when the encoder stops
     # (it sends "stop", or the socket closes when the parent is gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from collector.memory import compact_malloc
-    from collector.priority import background
+    from prompttap.collector.memory import compact_malloc
+    from prompttap.collector.priority import background
 
     compact_malloc()  # the encoder's batches are the biggest blocks it allocates
     background()  # under full load the proxy wins the CPU; the spool absorbs the encoder's lag

@@ -16,9 +16,9 @@ import zlib
 from collections import OrderedDict
 from typing import Any
 
-from collector.apis import understand
-from collector.apis.base import Exchange, Understanding
-from schemas.capture import COLUMN_NAMES, CONVERSATION_APIS, record_body_bytes
+from prompttap.collector.apis import understand
+from prompttap.collector.apis.base import Exchange, Understanding
+from prompttap.schemas.capture import COLUMN_NAMES, CONVERSATION_APIS, record_body_bytes
 
 log = logging.getLogger("prompttap.enrich")
 
@@ -71,7 +71,7 @@ class Enricher:
     """Callable turning a spool record into a capture row (thread-safe, cached)."""
 
     def __init__(self, cache_size: int = 2048) -> None:
-        from collector.apis.threads import ThreadIndex
+        from prompttap.collector.apis.threads import ThreadIndex
 
         self.threads = ThreadIndex()
         self._lock = threading.Lock()
@@ -165,7 +165,7 @@ class Enricher:
         thread_id = ""
         if u.api in CONVERSATION_APIS and (u.messages or u.system_prompt):
             try:
-                from collector.apis.templates import template_of
+                from prompttap.schemas.templates import template_of
 
                 template_id = template_of(u.system_prompt).id
                 output = {"role": "assistant", "content": u.output_text, "tool_calls": u.output_tool_calls}

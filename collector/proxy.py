@@ -23,10 +23,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-
-from collector.config import Settings, Upstream
-from collector.redact import redact_headers, redact_query
-from schemas.capture import Capture, new_capture_id
+from prompttap.collector.config import Settings, Upstream
+from prompttap.schemas.capture import Capture, new_capture_id
+from prompttap.schemas.credentials import redact_headers, redact_query
 
 log = logging.getLogger("prompttap.proxy")
 

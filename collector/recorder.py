@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from collector.encoder import Encoder, EncoderError
-from collector.priority import Priority
-from collector.sinks.base import Rejected, Sink
-from collector.spool import Batch, ReadPlan, Spool, SpoolFull, read_planned
-from schemas.capture import Capture
+from prompttap.collector.encoder import Encoder, EncoderError
+from prompttap.collector.priority import Priority
+from prompttap.collector.sinks.base import Rejected, Sink
+from prompttap.collector.spool import Batch, ReadPlan, Spool, SpoolFull, read_planned
+from prompttap.schemas.capture import Capture
 
 log = logging.getLogger("prompttap.recorder")
 

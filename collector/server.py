@@ -19,23 +19,22 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+from prompttap.collector.config import Settings
+from prompttap.collector.encoder import Encoder
+from prompttap.collector.memory import compact_malloc, release_startup_pages
+from prompttap.collector.priority import GIL_SWITCH_INTERVAL, Priority
+from prompttap.collector.proxy import Proxy
+from prompttap.collector.recorder import Recorder
+from prompttap.collector.sinks.base import Sink
+from prompttap.collector.sinks.clickhouse import ClickHouseSink
+from prompttap.collector.sinks.faults import with_faults
+from prompttap.collector.spool import Spool
+from prompttap.schemas.store import open_migrated
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-from collector.config import Settings
-from collector.encoder import Encoder
-from collector.memory import compact_malloc, release_startup_pages
-from collector.priority import GIL_SWITCH_INTERVAL, Priority
-from collector.proxy import Proxy
-from collector.recorder import Recorder
-from collector.sinks.base import Sink
-from collector.sinks.clickhouse import ClickHouseSink
-from collector.sinks.faults import with_faults
-from collector.spool import Spool
-from schemas.store import open_migrated
 
 log = logging.getLogger("prompttap")
 
@@ -108,12 +107,11 @@ class App:
         self.proxy = Proxy(settings, self.recorder.record)
         self.proxy.health = self.health
         self.proxy.metrics = self.metrics
-        self.inspector_options = inspector_options(settings, os.environ)
 
     def _sinks(self) -> list[Sink]:
         """ClickHouse (captures and otel_traces) always; Langfuse and OTLP when configured."""
-        from collector.sinks.otel_clickhouse import OtelTracesSink
-        from collector.sinks.otlp import sinks_from_env
+        from prompttap.collector.sinks.otel_clickhouse import OtelTracesSink
+        from prompttap.collector.sinks.otlp import sinks_from_env
 
         try:
             remote = sinks_from_env(os.environ)
@@ -151,41 +149,20 @@ class App:
         }
 
     def metrics(self) -> str:
-        from collector.metrics import render
+        from prompttap.collector.metrics import render
 
         return render(self.health())
 
-    def inspector(self) -> Any:
-        from inspector.app import create_app
 
-        return create_app(self.store, self.health, metrics=self.metrics, **self.inspector_options)
-
-
-def inspector_options(settings: Settings, environ: Any) -> dict[str, Any]:
-    """What the inspector needs from the settings: the proxy's own address (replays go through
-    it), the UI token, each route's upstream key read from its env var now (never logged), Langfuse."""
-    keys = {}
-    for route, var in settings.upstream_keys.items():
-        if not environ.get(var):
-            raise StartupError(f"--upstream-key {route}={var}: the environment variable {var} is not set")
-        keys[route] = environ[var]
-    host, port = settings.listen
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return {
-        "proxy_url": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
-        "ui_token": settings.ui_token or None,
-        "upstream_keys": keys,
-        "langfuse_url": (environ.get("LANGFUSE_BASE_URL") or environ.get("LANGFUSE_HOST") or "").strip() or None,
-    }
-
-
-def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit status."""
+def serve(settings: Settings, ui_app: Callable[[App], Any] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status. ``ui_app`` builds the ASGI app served
+    on ``--ui`` from the running collector (the composition root passes the inspector)."""
     compact_malloc()
     app = App(settings)
+    ui = ui_app(app) if settings.ui and ui_app is not None else None
     sockets = [bind(*settings.listen, "proxy")]
-    if settings.ui:
-        sockets.append(bind(*settings.ui, "inspector"))
+    if ui is not None:
+        sockets.append(bind(*settings.ui, "inspector"))  # type: ignore[misc]
     app.encoder.start(app._recent_threads())
     app.recorder.start()
     app.priority.apply()  # the engine's, the sinks' and the encoder's threads yield to the loop
@@ -198,7 +175,7 @@ def serve(settings: Settings) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        runner(_run(app, sockets))
+        runner(_run(app, ui, sockets))
     finally:
         log.info("stopping: draining the spool into the sinks (up to 10 s)")
         left = app.recorder.close(timeout=10.0)
@@ -206,7 +183,7 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-async def _run(app: App, sockets: list[socket.socket]) -> None:
+async def _run(app: App, ui: Any, sockets: list[socket.socket]) -> None:
     settings = app.settings
     proxy_cfg = uvicorn.Config(
         app.proxy,
@@ -221,8 +198,8 @@ async def _run(app: App, sockets: list[socket.socket]) -> None:
         proxy_headers=False,  # the proxy never reads scope["client"]: skip uvicorn's X-Forwarded-For rewrite
     )
     servers = [_Server(proxy_cfg)]
-    if settings.ui:
-        ui_cfg = uvicorn.Config(app.inspector(), loop="none", lifespan="off", access_log=False, log_level="warning")
+    if ui is not None:
+        ui_cfg = uvicorn.Config(ui, loop="none", lifespan="off", access_log=False, log_level="warning")
         servers.append(_Server(ui_cfg))
 
     def stop() -> None:
@@ -248,6 +225,6 @@ async def _run(app: App, sockets: list[socket.socket]) -> None:
 
 
 def _redacted(dsn: str) -> str:
-    from schemas.store import redact_dsn
+    from prompttap.schemas.store import redact_dsn
 
     return redact_dsn(dsn)

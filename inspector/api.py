@@ -13,10 +13,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from prompttap.inspector import queries, replay, views
+from prompttap.inspector.web import store
 from starlette.concurrency import run_in_threadpool
-
-from inspector import queries, replay, views
-from inspector.web import store
 
 router = APIRouter(prefix="/api", tags=["captures"])
 

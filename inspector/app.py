@@ -13,13 +13,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-
-from inspector import api
-from inspector.security import protect
-from inspector.web import STATIC_DIR
+from prompttap.inspector import api
+from prompttap.inspector.security import protect
+from prompttap.inspector.web import STATIC_DIR
 
 # Feature routers, included when present. Order matters only for overlapping paths.
-ROUTER_MODULES = ("inspector.pages", "inspector.diffs", "inspector.export")
+ROUTER_MODULES = ("prompttap.inspector.pages", "prompttap.inspector.diffs", "prompttap.inspector.export")
 
 
 def create_app(client: Any, health: Callable[[], dict[str, Any]] | None = None, **options: Any) -> FastAPI:

@@ -441,7 +441,7 @@ def split_context(system_prompt: str) -> tuple[str, list[str]]:
     snippets. Line ends and trailing spaces are normalized (as for template ids)."""
     # Pure rules shared with the collector; imported lazily so the inspector does not load the
     # collector package at import time (they may move to ``schemas/``).
-    from collector.apis.templates import context_blocks, normalize
+    from prompttap.schemas.templates import context_blocks, normalize
 
     text = normalize(system_prompt)
     snippets = context_blocks(system_prompt)
@@ -468,7 +468,7 @@ def split_context(system_prompt: str) -> tuple[str, list[str]]:
 
 
 def diff_system_prompt(a: str, b: str) -> SystemPromptDiff:
-    from collector.apis.templates import template_of  # pure; see split_context
+    from prompttap.schemas.templates import template_of  # pure; see split_context
 
     ia, _ = split_context(a)
     ib, _ = split_context(b)

@@ -8,11 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
-
-from inspector import diff_queries, queries
-from inspector.api import parse_id
-from inspector.diff import CaptureDiff, diff_captures
-from inspector.web import render, store
+from prompttap.inspector import diff_queries, queries
+from prompttap.inspector.api import parse_id
+from prompttap.inspector.diff import CaptureDiff, diff_captures
+from prompttap.inspector.web import render, store
 
 router = APIRouter()
 

@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-
-from schemas.capture import COLUMN_NAMES, JSON_COLUMNS
+from prompttap.schemas.capture import COLUMN_NAMES, JSON_COLUMNS
 
 # The full-text index expression of migration 0003, verbatim: ClickHouse only uses a skip index
 # when the query repeats its expression exactly.

@@ -22,10 +22,9 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import orjson
 from fastapi import Request
+from prompttap.inspector import queries
+from prompttap.inspector.web import store
 from starlette.concurrency import run_in_threadpool
-
-from inspector import queries
-from inspector.web import store
 
 # Captured request headers worth sending again (API versions and betas); the rest are the
 # client's own (user agent, SDK telemetry) or the proxy's to set.
@@ -119,7 +118,7 @@ def _auth_header(api: str, captured: dict[str, str], key: str) -> tuple[str, str
 
 def _clean_path(path: str, route: str) -> str:
     """The captured path without (redacted) credential query parameters, with its route prefix."""
-    from collector.redact import SECRET_QUERY_KEYS  # lazily: the inspector does not import collector
+    from prompttap.schemas.credentials import SECRET_QUERY_KEYS  # lazily: the inspector does not import collector
 
     base, _, query = path.partition("?")
     if route != "default" and not base.startswith(f"/{route}/"):

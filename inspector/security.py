@@ -27,11 +27,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from prompttap.inspector.web import render
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from inspector.web import render
 
 SESSION_COOKIE = "prompttap_session"
 CSRF_COOKIE = "prompttap_csrf"

@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Request
-
-from inspector import queries
+from prompttap.inspector import queries
 
 _DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/]+={0,2})$")
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
@@ -168,7 +167,7 @@ def capture_links(request: Request, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _template_of(system_prompt: str) -> Any:
-    from collector.apis.templates import template_of  # lazily: the inspector does not import collector
+    from prompttap.schemas.templates import template_of  # lazily: the inspector does not import collector
 
     return template_of(system_prompt)
 

@@ -119,7 +119,7 @@ def open_migrated(dsn: str, retention_days: int = 0) -> Any:
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         done = subprocess.run(
-            [sys.executable, "-m", "schemas.store", dsn, str(int(retention_days))],
+            [sys.executable, "-m", "prompttap.schemas.store", dsn, str(int(retention_days))],
             env=env,
             capture_output=True,
             text=True,

@@ -45,7 +45,7 @@ class Prompttap:
         return f"http://127.0.0.1:{self.ui_port}"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "collector.cli", "serve", "--home", str(self.home)]
+        cmd = [sys.executable, "-m", "prompttap", "serve", "--home", str(self.home)]
         cmd += ["--listen", f"127.0.0.1:{self.port}", "--upstream", self.upstream]
         cmd += ["--ui", f"127.0.0.1:{self.ui_port}"] if self.ui else ["--no-ui"]
         return cmd + self.extra

@@ -14,7 +14,7 @@ from tests.harness import ROOT, Prompttap, free_port
 def run(*args: str, home: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "collector.cli", *args, "--home", str(home)],
+        [sys.executable, "-m", "prompttap", *args, "--home", str(home)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -62,6 +62,6 @@ def test_embedded_store_in_use_names_the_cause(fake, tmp_path: Path):
 
 def test_version():
     out = subprocess.run(
-        [sys.executable, "-m", "collector.cli", "--version"], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "prompttap", "--version"], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("prompttap ")

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from prompttap.collector import config
 
-from collector import config
-from collector.cli import build_parser
+from prompttap.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -478,7 +478,7 @@ def test_langfuse_sink_uses_the_keys_langfuse_creates(raw: dict[str, Any], stack
 
 def test_prompttap_sinks_from_the_compose_environment(stack: dict[str, Any]):
     """prompttap's own sink factory, fed the service's environment: Langfuse on, extra OTLP only when set."""
-    otlp = pytest.importorskip("collector.sinks.otlp")
+    otlp = pytest.importorskip("prompttap.collector.sinks.otlp")
     env = {k: v for k, v in _env(stack["services"]["prompttap"]).items() if v is not None}
     sinks = otlp.sinks_from_env(env)
     try:
@@ -589,7 +589,7 @@ def test_dockerignore_keeps_secrets_and_local_data_out_of_the_build():
                  "tests/test_proxy.py", "bench/run.py", "collector/__pycache__/cli.cpython-311.pyc"):  # fmt: skip
         assert _ignored(path, patterns), f"{path} would be sent to the builder"
     copied = [s for word, rest in _instructions() if word == "COPY" and "--from" not in rest for s in rest.split()[:-1]]
-    for path in [*copied, "collector/cli.py", "schemas/migrations/0001_captures.sql", "inspector/static/style.css"]:
+    for path in [*copied, "prompttap/cli.py", "schemas/migrations/0001_captures.sql", "inspector/static/style.css"]:
         assert not _ignored(path, patterns), f"{path} is needed by the Dockerfile but ignored"
 
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from collector.config import ConfigError, Upstream, load
-from collector.redact import mask, redact_headers, redact_query
+from prompttap.collector.config import ConfigError, Upstream, load
+from prompttap.schemas.credentials import mask, redact_headers, redact_query
 
 
 @pytest.mark.parametrize(

@@ -36,11 +36,11 @@ COLUMNS = (
 )
 KEYS = ("id", "route", "api", "model", "outcome", "stream", "thread", "template", "input_tokens", "finish")
 KEYS += ("tool_calls", "replay_of", "client", "output")
-NO_SDKS = "import sys; sys.modules['openai'] = sys.modules['anthropic'] = None; from collector.cli import main; "
+NO_SDKS = "import sys; sys.modules['openai'] = sys.modules['anthropic'] = None; from prompttap.cli import main; "
 
 
 def run_demo(home: Path, *, sdks: bool = True) -> tuple[subprocess.CompletedProcess[str], float]:
-    entry = ["-m", "collector.cli"] if sdks else ["-c", NO_SDKS + "sys.exit(main())"]
+    entry = ["-m", "prompttap"] if sdks else ["-c", NO_SDKS + "sys.exit(main())"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTTAP_")}
     started = time.monotonic()
     result = subprocess.run(

@@ -15,14 +15,13 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
-
-from collector.enrich import Enricher
-from collector.sinks.clickhouse import ClickHouseSink
-from inspector.app import create_app
-from inspector.diff import diff_captures, json_diff, split_context, truncation, word_ops
-from inspector.queries import get_capture
-from schemas.capture import Capture, new_capture_id
-from schemas.store import migrate, open_store
+from prompttap.collector.enrich import Enricher
+from prompttap.collector.sinks.clickhouse import ClickHouseSink
+from prompttap.inspector.app import create_app
+from prompttap.inspector.diff import diff_captures, json_diff, split_context, truncation, word_ops
+from prompttap.inspector.queries import get_capture
+from prompttap.schemas.capture import Capture, new_capture_id
+from prompttap.schemas.store import migrate, open_store
 
 # --- building captures the way the proxy records them -------------------------------------------
 

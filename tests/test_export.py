@@ -37,8 +37,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prompttap.inspector.export import Redactor, protect_json, unprotect_json
 
-from inspector.export import Redactor, protect_json, unprotect_json
 from tests.fake_upstream import FakeUpstream
 from tests.harness import ROOT, Prompttap, free_port
 
@@ -223,7 +223,7 @@ def make_captures(pt: Prompttap) -> World:
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTTAP_", "LANGFUSE_"))}
     return subprocess.run(
-        [sys.executable, "-m", "collector.cli", "export", *args],
+        [sys.executable, "-m", "prompttap", "export", *args],
         cwd=ROOT,
         env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
@@ -561,7 +561,7 @@ def test_progress_plain_lines_and_terminal_bar(world: World, tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "collector.cli",
+            "prompttap",
             "export",
             "--format",
             "sharegpt",
@@ -769,10 +769,9 @@ def test_export_button_posts_the_list_filters_with_csrf(world: World):
 
 
 def test_export_link_keeps_the_capture_list_filters():
+    from prompttap.inspector.export import export_url
+    from prompttap.inspector.web import templates
     from starlette.requests import Request as StarletteRequest
-
-    from inspector.export import export_url
-    from inspector.web import templates
 
     request = StarletteRequest(
         {"type": "http", "query_string": b"route=app&model=gpt-4o&limit=50&before=x&q=words&since=24h", "headers": []}

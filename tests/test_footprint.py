@@ -14,8 +14,7 @@ import textwrap
 from pathlib import Path
 
 import httpx
-
-from collector.priority import BACKGROUND_CPUS, LOOP_CPUS
+from prompttap.collector.priority import BACKGROUND_CPUS, LOOP_CPUS
 
 SCHED_OTHER, SCHED_IDLE = 0, 5
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +73,9 @@ def test_a_backlog_makes_recording_compete_until_it_has_caught_up():
     script = textwrap.dedent(
         """
         import _thread, os, threading
-        from collector.priority import ALL_CPUS, BACKGROUND_CPUS, CATCH_UP_AT, CAUGHT_UP_AT, LOOP_CPUS, Priority
+        from prompttap.collector.priority import (
+            ALL_CPUS, BACKGROUND_CPUS, CATCH_UP_AT, CAUGHT_UP_AT, LOOP_CPUS, Priority,
+        )
 
         def state(tid):
             return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid), os.sched_getaffinity(tid)

@@ -457,7 +457,7 @@ def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> sub
     cmd = [
         sys.executable,
         "-m",
-        "collector.cli",
+        "prompttap",
         "serve",
         "--home",
         str(tmp_path / "h"),

@@ -10,11 +10,12 @@ import re
 import uuid
 
 import pytest
+from prompttap.collector import config
+from prompttap.collector.server import StartupError
+from prompttap.inspector import queries, replay, security, views
+from prompttap.schemas.store import MIGRATIONS_DIR, migrate, open_store
 
-from collector import config
-from collector.server import StartupError, inspector_options
-from inspector import queries, replay, security, views
-from schemas.store import MIGRATIONS_DIR, migrate, open_store
+from prompttap.serve import inspector_options
 from tests.test_inspector_security import Audit
 
 # --- the full-text index -----------------------------------------------------------------------

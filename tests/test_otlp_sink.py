@@ -14,12 +14,11 @@ from typing import Any
 
 import orjson
 import pytest
-
-from collector.encoder import Encoder
-from collector.recorder import Rejected, SinkWorker
-from collector.sinks.encoders import ENCODERS
-from collector.sinks.otel_clickhouse import OtelTracesSink
-from collector.sinks.otlp import (
+from prompttap.collector.encoder import Encoder
+from prompttap.collector.recorder import Rejected, SinkWorker
+from prompttap.collector.sinks.encoders import ENCODERS
+from prompttap.collector.sinks.otel_clickhouse import OtelTracesSink
+from prompttap.collector.sinks.otlp import (
     OtlpAuthError,
     OtlpError,
     OtlpSink,
@@ -28,8 +27,9 @@ from collector.sinks.otlp import (
     sinks_from_env,
     split_request,
 )
-from collector.spool import Spool
-from schemas.spans import span_of
+from prompttap.collector.spool import Spool
+from prompttap.schemas.spans import span_of
+
 from tests.otlp_receiver import LANGFUSE_PATH, OtlpReceiver
 from tests.test_spans import ANTHROPIC, anthropic_body, capture, capture_row, chat_body
 

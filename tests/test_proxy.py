@@ -16,8 +16,8 @@ import anthropic
 import httpx
 import openai
 import pytest
+from prompttap.collector.proxy import TERMINAL_EVENT, is_terminal
 
-from collector.proxy import TERMINAL_EVENT, is_terminal
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap, free_port
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import orjson
 import pytest
+from prompttap.collector.encoder import Encoder
+from prompttap.collector.recorder import SinkWorker
+from prompttap.collector.sinks.clickhouse import ClickHouseSink
+from prompttap.collector.sinks.otel_clickhouse import OtelTracesSink
+from prompttap.collector.spool import Spool
+from prompttap.schemas.capture import Capture
 
-from collector.encoder import Encoder
-from collector.recorder import SinkWorker
-from collector.sinks.clickhouse import ClickHouseSink
-from collector.sinks.otel_clickhouse import OtelTracesSink
-from collector.spool import Spool
-from schemas.capture import Capture
 from tests.test_spans import capture, chat_body
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from schemas.capture import COLUMNS, Capture, new_capture_id, record_body_bytes
-from schemas.store import migrate, migrations, open_store
+from prompttap.schemas.capture import COLUMNS, Capture, new_capture_id, record_body_bytes
+from prompttap.schemas.store import migrate, migrations, open_store
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
-from collector.enrich import Enricher
-from schemas.capture import JSON_COLUMNS, Capture, new_capture_id
-from schemas.spans import (
+from prompttap.collector.enrich import Enricher
+from prompttap.schemas.capture import JSON_COLUMNS, Capture, new_capture_id
+from prompttap.schemas.spans import (
     MAX_ATTR_BYTES,
     OTEL_COLUMNS,
     TRUNCATION_MARK,
@@ -21,6 +20,7 @@ from schemas.spans import (
     otel_row,
     span_of,
 )
+
 from tests.fake_upstream import render
 
 SECRET = "sk-live-PROMPTTAP-SECRET-0123456789"

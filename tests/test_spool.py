@@ -23,9 +23,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-
-from collector import spool as spool_mod
-from collector.spool import HDR, Spool, SpoolFull
+from prompttap.collector import spool as spool_mod
+from prompttap.collector.spool import HDR, Spool, SpoolFull
 
 REC = 22  # record header bytes
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +232,7 @@ def test_dropped_without_close_keeps_data_and_releases_everything(tmp_path):
 
 CHILD = """
 import random, sys
-from collector.spool import Spool
+from prompttap.collector.spool import Spool
 sp = Spool(sys.argv[1], ["a"], segment_bytes=256 * 1024)
 rng, i = random.Random(int(sys.argv[2])), int(sys.argv[2])
 while True:

@@ -12,7 +12,7 @@ import importlib
 import re
 from collections.abc import Callable
 
-from collector.apis.base import Exchange, Understanding
+from prompttap.collector.apis.base import Exchange, Understanding
 
 # (api, module, function, path pattern); first match wins. Paths are upstream-relative,
 # so they match whether or not the app used a route prefix.
@@ -38,7 +38,7 @@ def detect(path: str) -> tuple[str, Callable[[Exchange], Understanding] | None]:
     for api, mod, fn, pattern in _ROUTES:
         if pattern.search(path):
             try:
-                module = importlib.import_module(f"collector.apis.{mod}")
+                module = importlib.import_module(f"prompttap.collector.apis.{mod}")
             except ImportError:
                 return api, None
             return api, getattr(module, fn, None)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from collector.apis import pricing
-from collector.apis.base import (
+from prompttap.collector.apis import pricing
+from prompttap.collector.apis.base import (
     Exchange,
     Understanding,
     as_count,
@@ -29,7 +29,7 @@ from collector.apis.base import (
     parse_note,
     read_error_or_empty,
 )
-from collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
+from prompttap.collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
 
 API = "anthropic.messages"
 PROVIDER = "anthropic"

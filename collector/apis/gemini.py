@@ -14,8 +14,8 @@ import json
 import re
 from typing import Any
 
-from collector.apis import pricing
-from collector.apis.base import (
+from prompttap.collector.apis import pricing
+from prompttap.collector.apis.base import (
     Exchange,
     Understanding,
     as_count,
@@ -31,7 +31,7 @@ from collector.apis.base import (
     parse_note,
     read_error_or_empty,
 )
-from collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
+from prompttap.collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
 
 API = "gemini.generate"
 PROVIDER = "google"

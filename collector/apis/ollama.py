@@ -14,8 +14,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from collector.apis import pricing
-from collector.apis.base import (
+from prompttap.collector.apis import pricing
+from prompttap.collector.apis.base import (
     Exchange,
     Understanding,
     as_count,
@@ -30,7 +30,7 @@ from collector.apis.base import (
     parse_note,
     read_error_or_empty,
 )
-from collector.apis.timing import ChunkClock, ndjson_lines_at, tokens_per_second
+from prompttap.collector.apis.timing import ChunkClock, ndjson_lines_at, tokens_per_second
 
 PROVIDER = "ollama"  # local models: the price database has none, cost stays None
 

@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from collector.apis.base import (
+from prompttap.collector.apis.base import (
     Exchange,
     Understanding,
     as_count,
@@ -40,9 +40,9 @@ from collector.apis.base import (
     load_json,
     message,
 )
-from collector.apis.events import SSEEvent
-from collector.apis.pricing import cost_usd
-from collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
+from prompttap.collector.apis.events import SSEEvent
+from prompttap.collector.apis.pricing import cost_usd
+from prompttap.collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
 
 PROVIDER = "openai"
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from collector.apis.base import as_list
+from prompttap.collector.apis.base import as_list
 
 TAIL = 16
 """Messages of a capture's conversation kept for verification (and compared at most)."""

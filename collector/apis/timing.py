@@ -13,7 +13,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import accumulate
 
-from collector.apis.events import SSEEvent, parse_sse
+from prompttap.collector.apis.events import SSEEvent, parse_sse
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collector.demo.script import Script
+    from prompttap.collector.demo.script import Script
 
 DEFAULT_HOME = ".prompttap-demo"
 KEY_VAR = "PROMPTTAP_DEMO_UPSTREAM_KEY"  # the replay key the simulator accepts (it accepts any)
@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 
 def _client_url(hostport: str, flag: str) -> str:
-    from collector.config import parse_hostport
+    from prompttap.collector.config import parse_hostport
 
     host, port = parse_hostport(hostport, flag)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -61,9 +61,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from collector.config import ConfigError
-    from collector.demo.script import Script
-    from collector.demo.simulator import Simulator
+    from prompttap.collector.config import ConfigError
+    from prompttap.collector.demo.script import Script
+    from prompttap.collector.demo.simulator import Simulator
 
     home = Path(args.home or DEFAULT_HOME).resolve()
     listen, ui = args.listen or f"127.0.0.1:{_free_port()}", args.ui or f"127.0.0.1:{_free_port()}"
@@ -78,7 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
     sim = Simulator().start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV)}
     env[KEY_VAR] = "sk-demo-0000000000000000"
-    cmd = [sys.executable, "-m", "collector.cli", "serve", "--home", str(home), "--listen", listen, "--ui", ui]
+    cmd = [sys.executable, "-m", "prompttap", "serve", "--home", str(home), "--listen", listen, "--ui", ui]
     cmd += ["--upstream", sim.base_url, "--route", f"claude={sim.base_url}"]
     cmd += [f"--route={r}={sim.base_url}/v1" for r in ROUTES if r != "claude"]
     cmd += [f"--upstream-key={r}={KEY_VAR}" for r in ROUTES]

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from collector.sinks.base import Rejected
-from collector.sinks.encoders import ENCODERS
+from prompttap.collector.sinks.base import Rejected
+from prompttap.collector.sinks.encoders import ENCODERS
 
 # ClickHouse error names that mean "this data is wrong", not "try again later".
 DATA_ERRORS = (

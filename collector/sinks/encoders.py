@@ -10,8 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-
-from schemas.capture import COLUMN_NAMES, JSON_COLUMNS
+from prompttap.schemas.capture import COLUMN_NAMES, JSON_COLUMNS
 
 
 def _json_text(value: Any) -> str:
@@ -41,14 +40,14 @@ def encode_captures(rows: list[dict[str, Any]]) -> bytes:
 
 
 def encode_otel_traces(rows: list[dict[str, Any]], service_name: str = "prompttap") -> bytes:
-    from schemas.spans import otel_json, span_of
+    from prompttap.schemas.spans import otel_json, span_of
 
     return b"\n".join(orjson.dumps(otel_json(span_of(r), service_name), default=str) for r in rows)
 
 
 def encode_otlp(rows: list[dict[str, Any]], service_name: str = "prompttap") -> bytes:
-    from collector.sinks.otlp import encode_spans
-    from schemas.spans import span_of
+    from prompttap.collector.sinks.otlp import encode_spans
+    from prompttap.schemas.spans import span_of
 
     return encode_spans([span_of(r) for r in rows], service_name)
 

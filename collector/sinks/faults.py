@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from collector.sinks.base import Sink
+from prompttap.collector.sinks.base import Sink
 
 
 class FaultySink:

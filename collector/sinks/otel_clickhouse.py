@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from collector.sinks.base import Rejected
-from collector.sinks.clickhouse import ClickHouseSink
+from prompttap.collector.sinks.base import Rejected
+from prompttap.collector.sinks.clickhouse import ClickHouseSink
 
 
 class OtelTracesSink(ClickHouseSink):

@@ -29,9 +29,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
-from collector.sinks.base import Rejected
-from schemas.spans import SCOPE_NAME, SCOPE_VERSION, AttrValue, CaptureSpan, resource_attributes, span_of
+from prompttap.collector.sinks.base import Rejected
+from prompttap.schemas.spans import SCOPE_NAME, SCOPE_VERSION, AttrValue, CaptureSpan, resource_attributes, span_of
 
 log = logging.getLogger("prompttap.otlp")
 

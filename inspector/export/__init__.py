@@ -23,7 +23,7 @@ inspector app includes.
 
 from __future__ import annotations
 
-from inspector.export.engine import (
+from prompttap.inspector.export.engine import (
     Export,
     Report,
     export_client,
@@ -33,9 +33,9 @@ from inspector.export.engine import (
     part_path,
     store_uri,
 )
-from inspector.export.formats import Formatter, answer_message
-from inspector.export.parquet import PARQUET_SETTINGS
-from inspector.export.redact import (
+from prompttap.inspector.export.formats import Formatter, answer_message
+from prompttap.inspector.export.parquet import PARQUET_SETTINGS
+from prompttap.inspector.export.redact import (
     REDACTION_KINDS,
     REDACTIONS,
     Redactor,
@@ -43,9 +43,9 @@ from inspector.export.redact import (
     redaction_counts,
     unprotect_json,
 )
-from inspector.export.request import FORMATS, JSONL_FORMATS, PARTS, ExportError, parse_request, parse_when
-from inspector.export.routes import export_filters, export_url, router
-from inspector.export.select import (
+from prompttap.inspector.export.request import FORMATS, JSONL_FORMATS, PARTS, ExportError, parse_request, parse_when
+from prompttap.inspector.export.routes import export_filters, export_url, router
+from prompttap.inspector.export.select import (
     BLOCK_ROWS,
     CUT_FINISH_REASONS,
     DEDUPE_KEY,
@@ -60,7 +60,7 @@ from inspector.export.select import (
     selection_sql,
     stream_rows,
 )
-from inspector.export.validate import VALIDATORS, validate_anthropic, validate_openai_chat, validate_sharegpt
+from prompttap.inspector.export.validate import VALIDATORS, validate_anthropic, validate_openai_chat, validate_sharegpt
 
 __all__ = [
     "BLOCK_ROWS",

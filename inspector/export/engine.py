@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from inspector.export import parquet
-from inspector.export.formats import Formatter
-from inspector.export.redact import Redactor, redaction_counts
-from inspector.export.select import Counts, Options, Selection, count, stream_rows
-from inspector.export.validate import VALIDATORS
+from prompttap.inspector.export import parquet
+from prompttap.inspector.export.formats import Formatter
+from prompttap.inspector.export.redact import Redactor, redaction_counts
+from prompttap.inspector.export.select import Counts, Options, Selection, count, stream_rows
+from prompttap.inspector.export.validate import VALIDATORS
 
 
 @dataclass(slots=True)

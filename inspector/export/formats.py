@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-
-from inspector.export.langfuse import dataset_item
-from inspector.export.request import ExportError
+from prompttap.inspector.export.langfuse import dataset_item
+from prompttap.inspector.export.request import ExportError
 
 
 def answer_message(row: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from inspector.export.redact import sql_params, sql_redact, sql_redact_json
-from inspector.export.select import SELECT_SETTINGS, THREAD_KEY, Options, Selection, selection_sql
+from prompttap.inspector.export.redact import sql_params, sql_redact, sql_redact_json
+from prompttap.inspector.export.select import SELECT_SETTINGS, THREAD_KEY, Options, Selection, selection_sql
 
 # Small blocks and row groups, and no bloom filters: ClickHouse keeps those for the whole
 # file until its end (memory grows with the row count) and a training set has no use for them.

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from inspector.export.select import SELECT_SETTINGS, Options, Selection, selection_sql
+from prompttap.inspector.export.select import SELECT_SETTINGS, Options, Selection, selection_sql
 
 # Applied in this order (a key can hold digits that look like a phone number). Written for
 # both Python's ``re`` (ASCII mode) and ClickHouse's RE2: no look-around, no back-references.

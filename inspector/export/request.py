@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from inspector.export.select import Options, Selection
+from prompttap.inspector.export.select import Options, Selection
 
 FORMATS: tuple[str, ...] = ("openai-chat", "anthropic", "sharegpt", "parquet", "langfuse")
 JSONL_FORMATS = frozenset({"openai-chat", "anthropic", "sharegpt", "langfuse"})

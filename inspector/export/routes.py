@@ -24,11 +24,18 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from prompttap.inspector.export.engine import (
+    Export,
+    Report,
+    export_client,
+    file_suffix,
+    first_line,
+    is_embedded,
+    store_uri,
+)
+from prompttap.inspector.export.request import FORMATS, ExportError, parse_request
+from prompttap.inspector.web import store, templates
 from starlette.concurrency import run_in_threadpool
-
-from inspector.export.engine import Export, Report, export_client, file_suffix, first_line, is_embedded, store_uri
-from inspector.export.request import FORMATS, ExportError, parse_request
-from inspector.web import store, templates
 
 router = APIRouter(prefix="/api", tags=["export"])
 _REPORTS_KEPT = 100

@@ -11,8 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-
-from inspector.export.langfuse import item_chat
+from prompttap.inspector.export.langfuse import item_chat
 
 _OPENAI_ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
 _OPENAI_MESSAGE_KEYS = frozenset({"role", "content", "name", "function_call", "tool_calls", "tool_call_id", "weight"})

@@ -19,10 +19,9 @@ import pytest
 from genai_prices import Usage, calc_price
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from collector.apis import openai as oa
-from collector.apis.base import Exchange, Understanding
-from collector.apis.pricing import cost_usd
+from prompttap.collector.apis import openai as oa
+from prompttap.collector.apis.base import Exchange, Understanding
+from prompttap.collector.apis.pricing import cost_usd
 
 FIX = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "apis" / "openai"
 CHAT_STREAMS = ["chat_simple", "chat_tools_parallel", "chat_n2", "chat_unicode", "chat_empty_deltas"]
@@ -824,7 +823,7 @@ def test_models() -> None:
 
 
 def test_dispatch_reaches_these_functions() -> None:
-    from collector.apis import understand
+    from prompttap.collector.apis import understand
 
     cases = {
         "/v1/chat/completions": "openai.chat",

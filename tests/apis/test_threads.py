@@ -11,10 +11,8 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from collector.apis.base import message
-from collector.apis.templates import template_of
-from collector.apis.threads import (
+from prompttap.collector.apis.base import message
+from prompttap.collector.apis.threads import (
     ThreadIndex,
     fingerprints,
     message_key,
@@ -22,6 +20,7 @@ from collector.apis.threads import (
     output_message,
     session_thread_id,
 )
+from prompttap.schemas.templates import template_of
 
 Msg = dict[str, Any]
 

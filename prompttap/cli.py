@@ -8,7 +8,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
-from collector import config
+from prompttap.collector import config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,12 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the inspector's replays to ROUTE ('default' or a --route) use the key in ENV_VAR (repeatable)",
     )
 
-    from collector import export_cli
+    from prompttap.inspector.export import cli as export_cli
 
     export = sub.add_parser("export", help="export captured conversations as fine-tuning data")
     export_cli.add_arguments(export)
 
-    from collector import demo
+    from prompttap.collector import demo
 
     demo.add_arguments(sub.add_parser("demo", help="run prompttap on a simulated upstream with sample traffic"))
     return parser
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":  # the demo configures the `prompttap serve` it starts itself
-        from collector.demo import run_demo
+        from prompttap.collector.demo import run_demo
 
         return run_demo(args)
     flags = {k: v for k, v in vars(args).items() if k != "command"}
@@ -108,17 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("urllib3", "clickhouse_connect"):  # their retries are reported by us, once
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if args.command == "serve":
-        from collector.server import StartupError, serve
+        import os
+
+        from prompttap.collector.server import StartupError
+        from prompttap.serve import serve
 
         try:
-            return serve(settings)
+            return serve(settings, os.environ)
         except StartupError as exc:
             print(f"prompttap: {exc}", file=sys.stderr)
             return 1
     if args.command == "export":
-        from collector.export_cli import run
+        from prompttap.inspector.export.cli import run
+        from prompttap.inspector.export.sources import Where
 
-        return run(args, settings)
+        return run(args, Where(settings.home, settings.store_dsn, settings.ui, settings.ui_token))
     return 2
 
 

@@ -1,0 +1,44 @@
+"""``prompttap serve``: the collector's server with the inspector mounted on ``--ui``.
+
+The one place where the two parts meet: the collector runs the proxy, the spool and the
+sinks; the inspector reads the same store and is told what it needs of the running
+collector (its health, its metrics, the proxy's address for replays).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prompttap.collector.config import Settings
+from prompttap.collector.server import App, StartupError
+from prompttap.collector.server import serve as serve_collector
+from prompttap.inspector.app import create_app
+
+
+def serve(settings: Settings, environ: Mapping[str, str]) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status."""
+    options = inspector_options(settings, environ)  # checked before anything starts
+
+    def inspector(app: App) -> Any:
+        return create_app(app.store, app.health, metrics=app.metrics, **options)
+
+    return serve_collector(settings, inspector)
+
+
+def inspector_options(settings: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
+    """What the inspector needs from the settings: the proxy's own address (replays go through
+    it), the UI token, each route's upstream key read from its env var now (never logged), Langfuse."""
+    keys = {}
+    for route, var in settings.upstream_keys.items():
+        if not environ.get(var):
+            raise StartupError(f"--upstream-key {route}={var}: the environment variable {var} is not set")
+        keys[route] = environ[var]
+    host, port = settings.listen
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return {
+        "proxy_url": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
+        "ui_token": settings.ui_token or None,
+        "upstream_keys": keys,
+        "langfuse_url": (environ.get("LANGFUSE_BASE_URL") or environ.get("LANGFUSE_HOST") or "").strip() or None,
+    }
