@@ -424,7 +424,8 @@ def run_timings(home: Path, warmup: int, runs: int, target: float) -> list[dict[
 def profile(home: Path, runs: int) -> None:
     """Runs in a child process on the stopped server's store: every read of a page, timed alone."""
     sys.path.insert(0, str(REPO))
-    from prompttap.inspector import diff_queries, queries, views
+    from prompttap.inspector import queries, views
+    from prompttap.inspector.diff import candidates
     from prompttap.schemas.store import open_store
 
     client = open_store(f"chdb://{(home / 'store').resolve()}")
@@ -442,7 +443,7 @@ def profile(home: Path, runs: int) -> None:
         "get_capture()": lambda: queries.get_capture(client, __import__("uuid").UUID(capture["id"])),
         "previous_in_thread()": lambda: queries.previous_in_thread(client, row),
         "replays_of()": lambda: queries.replays_of(client, capture["id"]),
-        "compare_candidates()": lambda: diff_queries.compare_candidates(
+        "compare_candidates()": lambda: candidates.compare_candidates(
             client, __import__("uuid").UUID(capture["id"]), 20
         ),
         "thread_captures()": lambda: queries.thread_captures(client, capture["thread_id"]),

@@ -18,7 +18,7 @@ from prompttap.inspector.security import protect
 from prompttap.inspector.web import STATIC_DIR
 
 # Feature routers, included when present. Order matters only for overlapping paths.
-ROUTER_MODULES = ("prompttap.inspector.pages", "prompttap.inspector.diffs", "prompttap.inspector.export")
+ROUTER_MODULES = ("prompttap.inspector.pages", "prompttap.inspector.diff.routes", "prompttap.inspector.export")
 
 
 def create_app(client: Any, health: Callable[[], dict[str, Any]] | None = None, **options: Any) -> FastAPI:

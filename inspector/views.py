@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import orjson
 from fastapi import Request
 from prompttap.inspector import queries
+from prompttap.schemas.templates import template_of
 
 _DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/]+={0,2})$")
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
@@ -166,12 +167,6 @@ def capture_links(request: Request, row: dict[str, Any]) -> dict[str, Any]:
 # --- templates -----------------------------------------------------------------------------------
 
 
-def _template_of(system_prompt: str) -> Any:
-    from prompttap.schemas.templates import template_of  # lazily: the inspector does not import collector
-
-    return template_of(system_prompt)
-
-
 def template_slots(masked: str, variables: list[tuple[str, str]]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Split ``masked`` into constant text and variable slots, and map each slot to its values.
 
@@ -208,7 +203,7 @@ def template_list(client: Any, flt: queries.CaptureFilter, limit: int) -> list[d
     rows = queries.template_groups(client, flt, limit)
     for row in rows:
         sample = row.pop("sample_system_prompt", "") or ""
-        masked = _template_of(sample).masked
+        masked = template_of(sample).masked
         row["preview"] = masked[:240]
     return rows
 
@@ -217,12 +212,12 @@ def template_detail(client: Any, template_id: str, limit: int) -> dict[str, Any]
     members = queries.template_members(client, template_id, limit)
     if not members:
         return None
-    newest = _template_of(members[0]["system_prompt"] or "")
+    newest = template_of(members[0]["system_prompt"] or "")
     segments, _ = template_slots(newest.masked, newest.variables)
     slots = [s["slot"] for s in segments if "slot" in s]
     rows = []
     for member in members:
-        tpl = _template_of(member.pop("system_prompt") or "")
+        tpl = template_of(member.pop("system_prompt") or "")
         _, values = template_slots(tpl.masked, tpl.variables)
         for slot in values:
             if slot not in slots:

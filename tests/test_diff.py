@@ -18,7 +18,10 @@ from markupsafe import escape
 from prompttap.collector.enrich import Enricher
 from prompttap.collector.sinks.clickhouse import ClickHouseSink
 from prompttap.inspector.app import create_app
-from prompttap.inspector.diff import diff_captures, json_diff, split_context, truncation, word_ops
+from prompttap.inspector.diff import diff_captures
+from prompttap.inspector.diff.prompt import split_context
+from prompttap.inspector.diff.text import truncation, word_ops
+from prompttap.inspector.diff.tools import json_diff
 from prompttap.inspector.queries import get_capture
 from prompttap.schemas.capture import Capture, new_capture_id
 from prompttap.schemas.store import migrate, open_store
@@ -611,7 +614,7 @@ def app_store() -> Iterator[tuple[TestClient, Any, dict[str, str]]]:
     rows = {name: enricher(rec) for name, rec in recs.items()}
     ClickHouseSink(client).export(list(rows.values()))
     ids = {name: str(rec["id"]) for name, rec in recs.items()}
-    with TestClient(create_app(client)) as http:
+    with TestClient(create_app(client), base_url="http://localhost") as http:  # a name the inspector answers to
         yield http, client, ids
 
 

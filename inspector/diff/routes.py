@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
-from prompttap.inspector import diff_queries, queries
+from prompttap.inspector import queries
 from prompttap.inspector.api import parse_id
-from prompttap.inspector.diff import CaptureDiff, diff_captures
+from prompttap.inspector.diff import candidates
+from prompttap.inspector.diff.model import CaptureDiff
+from prompttap.inspector.diff.verdict import diff_captures
 from prompttap.inspector.web import render, store
 
 router = APIRouter()
@@ -76,7 +78,7 @@ def compare_candidates(
     ``model``, ``relation`` (thread/template/route), ``last_user`` (first words of the last
     user message) and ``diff_url`` (older capture as A)."""
     capture = parse_id(capture_id)
-    items = diff_queries.compare_candidates(store(request), capture, limit)
+    items = candidates.compare_candidates(store(request), capture, limit)
     if items is None:
         raise HTTPException(404, f"no capture {capture_id}")
     return {"capture": str(capture), "items": items}

@@ -1,4 +1,5 @@
-"""Reads for the diff feature, with bound parameters only (the style of ``inspector.queries``)."""
+"""Captures worth comparing with one (the capture page's "compare with…" picker): a store read
+with bound parameters only, in the style of ``inspector.queries``."""
 
 from __future__ import annotations
 
