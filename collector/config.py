@@ -27,6 +27,7 @@ ENV = {
     "retention_days": "PROMPTTAP_RETENTION_DAYS",
     "spool_max_bytes": "PROMPTTAP_SPOOL_MAX_BYTES",
     "ui_token": "PROMPTTAP_UI_TOKEN",
+    "ui_allowed_hosts": "PROMPTTAP_UI_ALLOWED_HOSTS",  # comma-separated
 }
 """Environment variable for each setting that has one."""
 
@@ -90,6 +91,7 @@ class Settings:
     log_level: str = "info"
     ui_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
     upstream_keys: dict[str, str] = field(default_factory=dict)  # route -> name of the env var holding its key
+    ui_allowed_hosts: tuple[str, ...] = ()  # more names the inspector answers to (reverse proxies)
 
     @property
     def store_dsn(self) -> str:
@@ -172,6 +174,7 @@ def load(flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settin
     if merged.get("ui_token"):
         kw["ui_token"] = str(merged["ui_token"])
     kw["upstream_keys"] = _upstream_keys(merged.get("upstream_keys", []), routes)
+    kw["ui_allowed_hosts"] = _host_names(merged.get("ui_allowed_hosts", []))
     ui = kw.get("ui", parse_hostport(DEFAULT_UI, "--ui"))
     if ui is not None and not kw.get("ui_token") and not _is_loopback(ui[0]):
         raise ConfigError(
@@ -195,6 +198,19 @@ def _upstream_keys(raw: Any, routes: dict[str, Upstream]) -> dict[str, str]:
             raise ConfigError(f"--upstream-key names route {route!r}, which is not defined (use default or a --route)")
         out[route] = var
     return out
+
+
+def _host_names(raw: Any) -> tuple[str, ...]:
+    """``--ui-allowed-host`` names (flags, a config-file list, or the env var's comma list)."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    names = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        if "/" in item or (":" in item.strip("[]") and item.count(":") == 1):
+            raise ConfigError(f"--ui-allowed-host takes a host name without scheme or port, got {item!r}")
+        names.append(item.lower())
+    return tuple(names)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,17 +1,22 @@
-"""The inspector's security layer: response headers, the UI token, CSRF.
+"""The inspector's security layer: its own host names, response headers, the UI token, CSRF.
 
 One ASGI middleware wraps the whole app (``protect(app)``), so every response carries the
 headers, whichever router or mount produced it:
 
+- the inspector answers only to the names it is reached by (``HostPolicy``: the ``--ui`` host,
+  ``localhost``, ``127.0.0.1``, ``[::1]`` and ``--ui-allowed-host`` names; any IP address when
+  ``--ui`` is a wildcard). Any other ``Host`` gets 421 before a route runs: a page whose name
+  was rebound to 127.0.0.1 (DNS rebinding) is same-origin with nothing here;
 - a strict Content-Security-Policy, nosniff, a same-origin referrer policy, no framing, no caching of captured data;
 - with a UI token (``--ui-token`` / ``PROMPTTAP_UI_TOKEN``), everything except ``/healthz``,
   ``/metrics``, ``/static`` and ``/login`` needs the session cookie set by ``/login`` or an
   ``Authorization: Bearer <token>`` header (compared in constant time);
 - state-changing requests (anything but GET/HEAD/OPTIONS) are refused when they come from
-  another origin (Origin / Sec-Fetch-Site), and, when they come from a browser, must carry the
-  CSRF token (``X-CSRF-Token`` header or ``csrf_token`` form field) that matches the signed
-  ``prompttap_csrf`` cookie. Pages get the token as ``request.state.csrf_token``. Bearer
-  requests carry no ambient credential, so they need no CSRF token.
+  another origin (an Origin whose host is not one of those names, or Sec-Fetch-Site), and,
+  when they come from a browser, must carry the CSRF token (``X-CSRF-Token`` header or
+  ``csrf_token`` form field) that matches the signed ``prompttap_csrf`` cookie. Pages get the
+  token as ``request.state.csrf_token``. Bearer requests carry no ambient credential, so they
+  need no CSRF token.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -54,6 +62,64 @@ _DOCS_CDN = "https://cdn.jsdelivr.net"
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+_DNS_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+
+
+def host_name(value: str) -> str | None:
+    """The name in a ``Host`` header (or a bare name or address): lower case, without port,
+    brackets or trailing dot, IP addresses in their canonical form; None when it is neither a
+    host name nor an IP address."""
+    value = value.strip().lower()
+    if value.startswith("["):  # [IPv6] or [IPv6]:port
+        inner, sep, rest = value[1:].partition("]")
+        return _ip(inner) if sep and (not rest or re.fullmatch(r":\d{1,5}", rest)) else None
+    if (ip := _ip(value)) is not None:  # a bare IPv6 address has colons but no port
+        return ip
+    name, sep, port = value.rpartition(":")
+    if not sep:
+        name = value
+    elif not port.isdigit():
+        return None
+    name = name.rstrip(".")
+    if (ip := _ip(name)) is not None:
+        return ip
+    return name if len(name) <= 253 and _DNS_NAME.fullmatch(name) else None
+
+
+def _ip(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class HostPolicy:
+    """The host names the inspector answers to.
+
+    A DNS name only reaches this process through DNS, which an attacker's page can rebind to
+    127.0.0.1; an IP literal cannot be rebound. So names are allowed one by one, and any IP
+    literal only when ``--ui`` listens on every address (then each of them reaches it)."""
+
+    names: frozenset[str]
+    any_ip: bool = False
+
+    @classmethod
+    def build(cls, ui_host: str | None = None, extra: Iterable[str] = ()) -> HostPolicy:
+        names = {*LOOPBACK_NAMES, *(n for n in map(host_name, extra) if n)}
+        wildcard = ui_host is not None and ui_host.strip("[]") in WILDCARD_ADDRESSES
+        if ui_host and not wildcard and (name := host_name(ui_host)):
+            names.add(name)
+        return cls(frozenset(names), wildcard)
+
+    def allows(self, name: str | None) -> bool:
+        if not name:
+            return False
+        return name in self.names or (self.any_ip and _ip(name) is not None)
+
+
 def session_value(token: str) -> str:
     """The session cookie for ``token``: derived, so the cookie never holds the token itself."""
     return hmac.new(token.encode(), b"prompttap-ui-session-v1", hashlib.sha256).hexdigest()
@@ -75,9 +141,10 @@ def safe_next(target: str | None) -> str:
 
 
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, token: str | None = None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None = None, hosts: HostPolicy | None = None) -> None:
         self.app = app
         self.token = token or None
+        self.hosts = hosts or HostPolicy.build()
         # The CSRF signing key: stable across restarts when there is a token, else per process.
         self.secret = (
             hmac.new(self.token.encode(), b"prompttap-csrf-v1", hashlib.sha256).digest()
@@ -113,9 +180,13 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        cookies = cookie_parser(headers.get("cookie", ""))
         path: str = scope["path"]
         method: str = scope["method"]
+        host = host_name(headers.get("host", ""))
+        if not self.hosts.allows(host):
+            await _refuse(self._headers_send(scope, send, None), path, headers, 421, _misdirected(host))
+            return
+        cookies = cookie_parser(headers.get("cookie", ""))
         csrf = cookies.get(CSRF_COOKIE)
         new_csrf = None
         if not self.csrf_valid(csrf):
@@ -131,7 +202,7 @@ class SecurityMiddleware:
             await self._unauthenticated(scope, send, headers, bad_bearer=bearer is False)
             return
         if method not in SAFE_METHODS:
-            if not _same_origin(headers):
+            if not _same_origin(headers, self.hosts):
                 await _refuse(send, path, headers, 403, "cross-origin request refused")
                 return
             if bearer is not True and _from_browser(headers, cookies):
@@ -213,9 +284,20 @@ class SecurityMiddleware:
 
 
 def protect(app: FastAPI) -> FastAPI:
-    """Wrap ``app`` in the security middleware, with the token from its options."""
-    app.add_middleware(SecurityMiddleware, token=(app.state.options or {}).get("ui_token"))
+    """Wrap ``app`` in the security middleware, with the token and host names from its options."""
+    options = app.state.options or {}
+    hosts = HostPolicy.build(options.get("ui_host"), options.get("ui_allowed_hosts") or ())
+    app.add_middleware(SecurityMiddleware, token=options.get("ui_token"), hosts=hosts)
     return app
+
+
+def _misdirected(name: str | None) -> str:
+    what = f"the name {name!r}" if name else "a request without a valid Host header"
+    hint = f"--ui-allowed-host {name}" if name else "--ui-allowed-host NAME"
+    return (
+        f"this inspector does not answer to {what} (DNS rebinding protection): open it as "
+        f"http://127.0.0.1 or http://localhost, or start prompttap with {hint} for a name of your own"
+    )
 
 
 def _docs_csp(body: bytes) -> str:
@@ -248,13 +330,32 @@ def _is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
-def _same_origin(headers: Headers) -> bool:
+def _same_origin(headers: Headers, hosts: HostPolicy) -> bool:
     """The request was not sent by a page of another origin (or site)."""
     origin = headers.get("origin")
-    if origin is not None:
-        # Compare host:port only: a TLS-terminating proxy in front changes the scheme we see.
-        return origin != "null" and urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
-    return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    if origin is None:
+        return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    if origin == "null":
+        return False
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    name = host_name(parts.hostname or "")
+    if not hosts.allows(name):  # the list, never the Host header: that names whatever rebinds to us
+        return False
+    if name != host_name(headers.get("host", "")):
+        return True  # a reverse proxy for an allowed name that sends its own Host upstream
+    # The same name on another port is another origin (another local service). The scheme is
+    # not compared: a TLS-terminating proxy in front changes the scheme we see.
+    default = 443 if parts.scheme == "https" else 80
+    return (port or default) == (_host_port(headers.get("host", "")) or default)
+
+
+def _host_port(value: str) -> int | None:
+    _, sep, port = value.rpartition(":")
+    return int(port) if sep and port.isdigit() and not value.endswith("]") else None
 
 
 def _from_browser(headers: Headers, cookies: dict[str, str]) -> bool:

@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         "required when --ui is not a loopback address",
     )
     serve.add_argument(
+        "--ui-allowed-host",
+        metavar="NAME",
+        action="append",
+        dest="ui_allowed_hosts",
+        help="another host name the inspector answers to, e.g. a reverse proxy's (repeatable; "
+        "env PROMPTTAP_UI_ALLOWED_HOSTS, comma-separated); other names get 421",
+    )
+    serve.add_argument(
         "--upstream-key",
         metavar="ROUTE=ENV_VAR",
         action="append",

@@ -429,6 +429,22 @@ def test_prompttap_service_command_parses_with_the_real_cli(stack: dict[str, Any
     assert f"127.0.0.1:{settings.listen[1]}/_prompttap/healthz" in check
 
 
+def test_the_inspector_answers_to_the_names_it_is_reached_by(stack: dict[str, Any], raw: dict[str, Any]):
+    """From the Docker host as localhost:8788 (the published port keeps the Host header), from other
+    containers by service name; a rebound DNS name is refused. Checked with the inspector's own policy."""
+    from prompttap.inspector.security import HostPolicy
+
+    _, _, settings = _prompttap(stack)
+    policy = HostPolicy.build(settings.ui[0], settings.ui_allowed_hosts)
+    for name in ("localhost", "127.0.0.1", "::1", "prompttap", "172.18.0.5"):
+        assert policy.allows(name), name
+    assert not policy.allows("rebind.example")
+    # A name added in .env joins the list.
+    extra = _resolve(raw, {**dict(_read_env_file(ENV_EXAMPLE)[0]), "PROMPTTAP_UI_ALLOWED_HOSTS": "tap.example"})
+    _, _, settings = _prompttap(extra)
+    assert set(settings.ui_allowed_hosts) == {"prompttap", "tap.example"}
+
+
 def test_prompttap_environment_is_documented(stack: dict[str, Any]):
     _, readme_env = _readme_flags_and_env()
     known = readme_env | set(config.ENV.values())

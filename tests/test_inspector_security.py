@@ -351,6 +351,98 @@ def test_browser_posts_need_the_csrf_token(xss: Prompttap):
         assert browser.get(f"/api/captures/{cap}").status_code == 200  # nothing was deleted
 
 
+# --- DNS rebinding: the inspector answers only to its own names ---------------------------------
+
+
+def _status_without_host(port: int) -> int:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /api/captures HTTP/1.0\r\n\r\n")
+        head = sock.recv(4096)
+    return int(head.split(b" ", 2)[1])
+
+
+def test_a_rebound_name_gets_421_before_any_route(xss: Prompttap):
+    """A page of rebind.example whose name now resolves to 127.0.0.1 is same-origin with
+    http://rebind.example:PORT: nothing may answer it, however it asks."""
+    port = xss.ui_port
+    rebound = {"host": f"rebind.example:{port}"}
+    for path in ("/api/captures", "/", "/api/stats", "/healthz", "/metrics", "/static/app.js", "/login", "/docs"):
+        r = httpx.get(xss.ui_url + path, headers=rebound)
+        assert r.status_code == 421, (path, r.status_code)
+        assert "set-cookie" not in r.headers and "--ui-allowed-host rebind.example" in r.text, path
+        assert "first " not in r.text and r.headers["x-content-type-options"] == "nosniff"
+    for other in ("evil.example", "127.0.0.1.nip.io", f"10.0.0.1:{port}", "localhost.evil.example"):
+        assert httpx.get(xss.ui_url + "/api/captures", headers={"host": other}).status_code == 421, other
+    assert _status_without_host(port) in (400, 421)
+    # The names it is reached by, however spelled.
+    for name in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost.:{port}", f"[::1]:{port}", "localhost"):
+        assert httpx.get(xss.ui_url + "/api/captures", headers={"host": name}).status_code == 200, name
+
+
+def test_a_rebound_page_cannot_delete_with_a_scraped_csrf_token(xss: Prompttap):
+    send(xss, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "rebindingvictim"}]})
+    cap = xss.wait_captures(1, q="rebindingvictim")[0]["id"]
+    port = xss.ui_port
+    with httpx.Client(base_url=xss.ui_url) as browser:
+        token = re.search(r'name="csrf-token" content="([^"]+)"', browser.get(f"/captures/{cap}").text).group(1)
+        rebound = {"host": f"rebind.example:{port}", "origin": f"http://rebind.example:{port}"}
+        for headers in (rebound, {**rebound, "sec-fetch-site": "same-origin"}):
+            r = browser.post(f"/api/captures/{cap}/delete", headers={**headers, "x-csrf-token": token})
+            assert r.status_code == 421, r.text
+            r = browser.delete(f"/api/captures/{cap}", headers={**headers, "x-csrf-token": token})
+            assert r.status_code == 421, r.text
+        # The Origin is checked against the inspector's names, not against the Host header.
+        evil = {"origin": f"http://rebind.example:{port}", "x-csrf-token": token}
+        assert browser.post(f"/api/captures/{cap}/delete", headers=evil).status_code == 403
+        other_port = {"origin": f"http://127.0.0.1:{free_port()}", "x-csrf-token": token}
+        assert browser.post(f"/api/captures/{cap}/delete", headers=other_port).status_code == 403
+        assert browser.get(f"/api/captures/{cap}").status_code == 200  # nothing was deleted
+        # Its own names still work, with the token.
+        missing = f"/api/captures/{uuid.uuid4()}/delete"
+        for origin in (f"http://localhost:{port}", f"http://127.0.0.1:{port}", f"http://[::1]:{port}"):
+            host = origin.removeprefix("http://")
+            r = browser.post(missing, headers={"origin": origin, "host": host, "x-csrf-token": token})
+            assert r.status_code == 404, (origin, r.text)
+
+
+def test_ui_allowed_host_names_a_reverse_proxy(fake: FakeUpstream, tmp_path: Path):
+    p = Prompttap(tmp_path / "pt", fake.base_url, "--ui-allowed-host", "Inspector.Example")
+    with p:
+        base = p.ui_url
+        assert httpx.get(f"{base}/api/captures", headers={"host": "inspector.example"}).status_code == 200
+        assert httpx.get(f"{base}/api/captures", headers={"host": "rebind.example"}).status_code == 421
+        with httpx.Client(base_url=base) as browser:
+            token = re.search(r'name="csrf-token" content="([^"]+)"', browser.get("/").text).group(1)
+            missing = f"/api/captures/{uuid.uuid4()}/delete"
+            # A TLS-terminating proxy that passes its own Host on, and one that does not.
+            for host in ("inspector.example", f"127.0.0.1:{p.ui_port}"):
+                ok = {"host": host, "origin": "https://inspector.example", "x-csrf-token": token}
+                assert browser.post(missing, headers=ok).status_code == 404, host
+                bad = {**ok, "origin": "https://rebind.example"}
+                assert browser.post(missing, headers=bad).status_code == 403, host
+
+
+def test_allowed_host_settings(tmp_path: Path):
+    from prompttap.collector import config
+
+    toml = tmp_path / "prompttap.toml"
+    toml.write_text('ui-allowed-hosts = ["file.example"]\n')
+    assert config.load({"config": str(toml)}, {}).ui_allowed_hosts == ("file.example",)
+
+    assert config.load({"ui_allowed_hosts": ["a.example", "B.example"]}, {}).ui_allowed_hosts == (
+        "a.example",
+        "b.example",
+    )
+    env = {"PROMPTTAP_UI_ALLOWED_HOSTS": "prompttap, proxy.example,"}
+    assert config.load({}, env).ui_allowed_hosts == ("prompttap", "proxy.example")
+    assert config.load({"ui_allowed_hosts": ["flag.example"]}, env).ui_allowed_hosts == ("flag.example",)
+    for bad in ("proxy.example:443", "https://proxy.example"):
+        with pytest.raises(config.ConfigError, match="--ui-allowed-host"):
+            config.load({"ui_allowed_hosts": [bad]}, {})
+
+
 # --- the UI token ------------------------------------------------------------------------------
 
 
@@ -480,6 +572,10 @@ def test_a_non_loopback_ui_with_a_token_starts(fake: FakeUpstream, tmp_path: Pat
     with p:
         assert httpx.get(f"{p.ui_url}/api/captures").status_code == 401
         assert httpx.get(f"{p.ui_url}/api/captures", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+        # On every address, any of this machine's IP addresses reaches it; a DNS name must be allowed.
+        bearer = {"authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(f"{p.ui_url}/api/captures", headers={**bearer, "host": "10.1.2.3"}).status_code == 200
+        assert httpx.get(f"{p.ui_url}/api/captures", headers={**bearer, "host": "rebind.example"}).status_code == 421
 
 
 def test_upstream_key_settings_are_checked_at_start_up(tmp_path: Path):
