@@ -19,9 +19,9 @@ from prompttap.collector.apis.base import Exchange, Understanding
 _ROUTES: tuple[tuple[str, str, str, re.Pattern[str]], ...] = tuple(
     (api, mod, fn, re.compile(pattern))
     for api, mod, fn, pattern in (
-        ("openai.chat", "openai", "understand_chat", r"/chat/completions$"),
-        ("openai.responses", "openai", "understand_responses", r"/responses$"),
-        ("openai.completions", "openai", "understand_completions", r"(^|/)v1/completions$|^/completions$"),
+        ("openai.chat", "openai_chat", "understand_chat", r"/chat/completions$"),
+        ("openai.responses", "openai_responses", "understand_responses", r"/responses$"),
+        ("openai.completions", "openai_chat", "understand_completions", r"(^|/)v1/completions$|^/completions$"),
         ("openai.embeddings", "openai", "understand_embeddings", r"/embeddings$(?<!/api/embeddings)"),
         ("openai.models", "openai", "understand_models", r"/models(/[^/:]+)?$"),
         ("anthropic.messages", "anthropic", "understand_messages", r"/messages$"),

@@ -19,8 +19,10 @@ import pytest
 from genai_prices import Usage, calc_price
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prompttap.collector.apis import openai as oa
 from prompttap.collector.apis.base import Exchange, Understanding
+from prompttap.collector.apis.openai import understand_embeddings, understand_models
+from prompttap.collector.apis.openai_chat import understand_chat, understand_completions
+from prompttap.collector.apis.openai_responses import understand_responses
 from prompttap.collector.apis.pricing import cost_usd
 
 FIX = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "apis" / "openai"
@@ -149,8 +151,8 @@ def check_invariants(u: Understanding) -> None:
 @pytest.mark.parametrize("name", CHAT_STREAMS)
 def test_chat_stream_rebuilds_the_non_stream_response(name: str) -> None:
     body = raw(f"{name}.stream.sse")
-    s = oa.understand_chat(sse_exchange(stream_request(name), body))
-    n = oa.understand_chat(exchange(load(f"{name}.request.json"), raw(f"{name}.response.json")))
+    s = understand_chat(sse_exchange(stream_request(name), body))
+    n = understand_chat(exchange(load(f"{name}.request.json"), raw(f"{name}.response.json")))
 
     assert s.response == without_empty_annotations(load(f"{name}.response.json"))
     for field in UNDERSTOOD_OUTPUT:
@@ -175,7 +177,7 @@ def test_chat_rebuild_agrees_with_the_sdk_accumulator(name: str) -> None:
     for obj, _ in data_events(body):
         state.handle_chunk(ChatCompletionChunk.model_validate(obj))
     sdk = state.get_final_completion()
-    ours = oa.understand_chat(sse_exchange(stream_request(name), body)).response
+    ours = understand_chat(sse_exchange(stream_request(name), body)).response
 
     ChatCompletion.model_validate(ours)  # the rebuilt object is a valid non-stream completion
     assert len(sdk.choices) == len(ours["choices"])
@@ -189,7 +191,7 @@ def test_chat_rebuild_agrees_with_the_sdk_accumulator(name: str) -> None:
 
 
 def test_chat_simple_fields() -> None:
-    u = oa.understand_chat(sse_exchange(stream_request("chat_simple"), raw("chat_simple.stream.sse")))
+    u = understand_chat(sse_exchange(stream_request("chat_simple"), raw("chat_simple.stream.sse")))
     assert u.api == "openai.chat" and u.model == "gpt-4o-mini"
     assert u.response_model == "gpt-4o-mini-2024-07-18"
     assert u.response_id == "chatcmpl-BXw6dJ1pYk3vQ0ZtR9sE2mNfL8aHc"
@@ -209,7 +211,7 @@ def test_chat_simple_fields() -> None:
 
 
 def test_chat_parallel_tool_calls() -> None:
-    u = oa.understand_chat(sse_exchange(stream_request("chat_tools_parallel"), raw("chat_tools_parallel.stream.sse")))
+    u = understand_chat(sse_exchange(stream_request("chat_tools_parallel"), raw("chat_tools_parallel.stream.sse")))
     assert u.output_text == "" and u.finish_reason == "tool_calls"
     assert u.response["choices"][0]["message"]["content"] is None
     assert u.output_tool_calls == [
@@ -231,7 +233,7 @@ def test_chat_parallel_tool_calls() -> None:
 
 
 def test_chat_n2_output_is_choice_zero_and_all_choices_kept() -> None:
-    u = oa.understand_chat(sse_exchange(stream_request("chat_n2"), raw("chat_n2.stream.sse")))
+    u = understand_chat(sse_exchange(stream_request("chat_n2"), raw("chat_n2.stream.sse")))
     assert u.output_text == "How about Whiskers?"
     assert [c["message"]["content"] for c in u.response["choices"]] == ["How about Whiskers?", "Maybe Mochi!"]
     assert [c["finish_reason"] for c in u.response["choices"]] == ["stop", "stop"]
@@ -241,7 +243,7 @@ def test_chat_n2_output_is_choice_zero_and_all_choices_kept() -> None:
 def test_chat_unicode_deltas() -> None:
     body = raw("chat_unicode.stream.sse")
     assert b"\\ud83c\\udf0d" in body and "🏽".encode() in body  # escaped and raw UTF-8 deltas both
-    u = oa.understand_chat(sse_exchange(stream_request("chat_unicode"), body))
+    u = understand_chat(sse_exchange(stream_request("chat_unicode"), body))
     assert u.output_text == "こんにちは、世界！🌍 Grüße — naïve café 👋🏽"  # noqa: RUF001
     assert u.messages[0]["content"].endswith("🙂")
 
@@ -249,13 +251,13 @@ def test_chat_unicode_deltas() -> None:
 def test_chat_empty_deltas_and_comments() -> None:
     body = raw("chat_empty_deltas.stream.sse")
     assert b": keep-alive" in body
-    u = oa.understand_chat(sse_exchange(stream_request("chat_empty_deltas"), body))
+    u = understand_chat(sse_exchange(stream_request("chat_empty_deltas"), body))
     assert u.output_text == "OK, done." and u.chunk_count == 11
 
 
 def test_chat_cut_stream_golden() -> None:
     body = raw("chat_cut.stream.sse")
-    u = oa.understand_chat(sse_exchange(load("chat_cut.request.json"), body))
+    u = understand_chat(sse_exchange(load("chat_cut.request.json"), body))
     assert u.incomplete and u.stream
     assert u.output_text == "The quick brown"  # the torn " fox" event is not half-used
     assert u.finish_reason == "" and u.response["choices"][0]["finish_reason"] is None
@@ -268,10 +270,10 @@ def test_chat_cut_stream_golden() -> None:
 def test_chat_every_cut_point() -> None:
     body = raw("chat_simple.stream.sse")
     req = stream_request("chat_simple")
-    full = oa.understand_chat(sse_exchange(req, body))
+    full = understand_chat(sse_exchange(req, body))
     usage_at = body.index(b'"usage":{')
     for cut in range(len(body)):
-        u = oa.understand_chat(sse_exchange(req, body[:cut]))
+        u = understand_chat(sse_exchange(req, body[:cut]))
         assert u.incomplete, cut
         assert full.output_text.startswith(u.output_text), cut
         assert u.finish_reason in ("", "stop"), cut
@@ -284,8 +286,8 @@ def test_chat_every_cut_point() -> None:
 def test_chat_crlf_line_endings() -> None:
     body = raw("chat_simple.stream.sse")
     crlf = body.replace(b"\n", b"\r\n")
-    a = oa.understand_chat(sse_exchange(stream_request("chat_simple"), body))
-    b = oa.understand_chat(sse_exchange(stream_request("chat_simple"), crlf))
+    a = understand_chat(sse_exchange(stream_request("chat_simple"), body))
+    b = understand_chat(sse_exchange(stream_request("chat_simple"), crlf))
     assert a.response == b.response and not b.incomplete and b.chunk_count == a.chunk_count
 
 
@@ -293,7 +295,7 @@ def test_chat_stream_without_usage() -> None:
     body = raw("chat_simple.stream.sse")
     blocks = [b for b in body.split(b"\n\n") if b and b'"choices":[]' not in b]
     req = dict(load("chat_simple.request.json"), stream=True)
-    u = oa.understand_chat(sse_exchange(req, b"\n\n".join(blocks) + b"\n\n"))
+    u = understand_chat(sse_exchange(req, b"\n\n".join(blocks) + b"\n\n"))
     assert not u.incomplete and u.response["usage"] is None
     assert (u.input_tokens, u.output_tokens, u.cost_usd, u.tokens_per_second) == (None, None, None, None)
     assert u.output_text == "Hello there, friend!"
@@ -304,7 +306,7 @@ def test_chat_ttft_and_tokens_per_second() -> None:
     ends = [last + 1 for _, last in data_events(body)] + [len(body)]
     sizes = [b - a for a, b in zip([0, *ends[:-1]], ends, strict=True)]
     timing = tuple((50.0 + 10 * i, s) for i, s in enumerate(sizes))  # one chunk per event
-    u = oa.understand_chat(sse_exchange(stream_request("chat_simple"), body, timing=timing, duration=2060.0))
+    u = understand_chat(sse_exchange(stream_request("chat_simple"), body, timing=timing, duration=2060.0))
     assert u.ttft_ms == 60.0  # chunk 0 is the role-only delta; chunk 1 carries "Hello"
     assert u.tokens_per_second == pytest.approx(5 / 2.0)
 
@@ -313,7 +315,7 @@ def test_chat_stream_error_event() -> None:
     body = raw("chat_cut.stream.sse").rsplit(b"\n\n", 1)[0] + b"\n\n"
     err = {"error": {"message": "The server had an error", "type": "server_error", "param": None, "code": None}}
     body += b"data: " + json.dumps(err).encode() + b"\n\n"
-    u = oa.understand_chat(sse_exchange(load("chat_cut.request.json"), body))
+    u = understand_chat(sse_exchange(load("chat_cut.request.json"), body))
     assert u.incomplete and u.response["error"] == err["error"] and u.output_text == "The quick brown"
 
 
@@ -343,7 +345,7 @@ def test_chat_stream_logprobs_audio_and_legacy_function_call() -> None:
         chunk({"audio": {"expires_at": 1700000000}}),  # the final audio update has no finish_reason
     ]
     body = "".join(f"data: {e}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
-    u = oa.understand_chat(sse_exchange({"model": "gpt-4o-audio-preview", "stream": True}, body))
+    u = understand_chat(sse_exchange({"model": "gpt-4o-audio-preview", "stream": True}, body))
     choice = u.response["choices"][0]
     assert choice["logprobs"]["content"] == [tok("Hi"), tok(" you")]
     assert choice["message"]["audio"] == {
@@ -359,7 +361,7 @@ def test_chat_stream_logprobs_audio_and_legacy_function_call() -> None:
 
 def test_chat_multimodal_request() -> None:
     req = load("chat_multimodal.request.json")
-    u = oa.understand_chat(exchange(req, b"", status=0, outcome="upstream_unreachable"))
+    u = understand_chat(exchange(req, b"", status=0, outcome="upstream_unreachable"))
     assert u.system_prompt == "You are a careful assistant.\n\nAnswer in English.\nCite the image when relevant."
     pdf = "data:application/pdf;base64,JVBERi0xLjQK"
     weather_args = '{"location":"Paris, France","unit":"celsius"}'
@@ -462,7 +464,7 @@ def test_chat_refusal_and_assistant_audio_become_parts() -> None:
             {"role": "assistant", "audio": {"id": "audio_abc"}},
         ],
     }
-    u = oa.understand_chat(exchange(req, b"", status=0))
+    u = understand_chat(exchange(req, b"", status=0))
     assert u.messages[0]["parts"] == [{"type": "refusal", "text": "I can't help with that."}]
     assert u.messages[1]["parts"] == [{"type": "audio", "id": "audio_abc"}]
 
@@ -472,7 +474,7 @@ def test_chat_refusal_and_assistant_audio_become_parts() -> None:
 
 def test_error_400_keeps_the_request_and_the_error() -> None:
     req = load("error_400.request.json")
-    u = oa.understand_chat(exchange(req, raw("error_400.response.json"), status=400))
+    u = understand_chat(exchange(req, raw("error_400.response.json"), status=400))
     assert u.model == "gpt-4o-mini" and u.params == {"temperature": 3.5}
     assert u.messages[0]["content"] == "Hi"
     assert u.response == load("error_400.response.json")
@@ -483,12 +485,12 @@ def test_error_400_keeps_the_request_and_the_error() -> None:
 
 def test_error_with_a_non_json_body() -> None:
     req = dict(load("chat_simple.request.json"), stream=True)
-    u = oa.understand_chat(exchange(req, b"<html>502 Bad Gateway</html>", status=502, ctype="text/html"))
+    u = understand_chat(exchange(req, b"<html>502 Bad Gateway</html>", status=502, ctype="text/html"))
     assert u.response is None and u.parse_error == "" and u.model == "gpt-4o-mini"
 
 
 def test_stream_cut_before_any_byte() -> None:
-    u = oa.understand_chat(sse_exchange(stream_request("chat_simple"), b"", outcome="client_cancelled"))
+    u = understand_chat(sse_exchange(stream_request("chat_simple"), b"", outcome="client_cancelled"))
     assert u.incomplete and u.response is None and u.parse_error == ""
 
 
@@ -498,10 +500,8 @@ def test_stream_cut_before_any_byte() -> None:
 @pytest.mark.parametrize("name", ["responses_text", "responses_function_call"])
 def test_responses_stream_rebuilds_the_non_stream_response(name: str) -> None:
     body = raw(f"{name}.stream.sse")
-    s = oa.understand_responses(sse_exchange(stream_request(name), body, path="/v1/responses"))
-    n = oa.understand_responses(
-        exchange(load(f"{name}.request.json"), raw(f"{name}.response.json"), path="/v1/responses")
-    )
+    s = understand_responses(sse_exchange(stream_request(name), body, path="/v1/responses"))
+    n = understand_responses(exchange(load(f"{name}.request.json"), raw(f"{name}.response.json"), path="/v1/responses"))
     assert s.response == load(f"{name}.response.json")
     for field in UNDERSTOOD_OUTPUT:
         assert getattr(s, field) == getattr(n, field), field
@@ -512,7 +512,7 @@ def test_responses_stream_rebuilds_the_non_stream_response(name: str) -> None:
 
 
 def test_responses_text_fields() -> None:
-    u = oa.understand_responses(exchange(load("responses_text.request.json"), raw("responses_text.response.json")))
+    u = understand_responses(exchange(load("responses_text.request.json"), raw("responses_text.response.json")))
     assert u.system_prompt == "You are a terse assistant."
     assert u.messages == [
         {
@@ -532,7 +532,7 @@ def test_responses_text_fields() -> None:
 
 def test_responses_function_call_fields() -> None:
     req = load("responses_function_call.request.json")
-    u = oa.understand_responses(exchange(req, raw("responses_function_call.response.json")))
+    u = understand_responses(exchange(req, raw("responses_function_call.response.json")))
     assert u.finish_reason == "tool_calls" and u.output_text == ""
     assert u.output_tool_calls == [
         {
@@ -554,11 +554,11 @@ def _drop_events(body: bytes, *kinds: str) -> bytes:
 def test_responses_cut_before_completed_rebuilds_from_items(name: str) -> None:
     full = load(f"{name}.response.json")
     body = _drop_events(raw(f"{name}.stream.sse"), "response.completed")
-    u = oa.understand_responses(sse_exchange(stream_request(name), body, path="/v1/responses"))
+    u = understand_responses(sse_exchange(stream_request(name), body, path="/v1/responses"))
     assert u.incomplete and u.finish_reason == "" and u.response["status"] == "in_progress"
     assert u.response["output"] == full["output"]  # output_item.done arrived: items are whole
     assert u.response["usage"] is None and u.input_tokens is None and u.cost_usd is None
-    n = oa.understand_responses(exchange(load(f"{name}.request.json"), raw(f"{name}.response.json")))
+    n = understand_responses(exchange(load(f"{name}.request.json"), raw(f"{name}.response.json")))
     assert (u.output_text, u.output_tool_calls) == (n.output_text, n.output_tool_calls)
 
 
@@ -573,8 +573,8 @@ def test_responses_rebuilds_from_deltas_alone(name: str) -> None:
         "response.function_call_arguments.done",
     )
     body = _drop_events(raw(f"{name}.stream.sse"), *done)
-    u = oa.understand_responses(sse_exchange(stream_request(name), body, path="/v1/responses"))
-    n = oa.understand_responses(exchange(load(f"{name}.request.json"), raw(f"{name}.response.json")))
+    u = understand_responses(sse_exchange(stream_request(name), body, path="/v1/responses"))
+    n = understand_responses(exchange(load(f"{name}.request.json"), raw(f"{name}.response.json")))
     assert (u.output_text, u.output_tool_calls) == (n.output_text, n.output_tool_calls)
     assert u.incomplete and u.response["output"][0]["status"] == "in_progress"
 
@@ -583,7 +583,7 @@ def test_responses_every_cut_point() -> None:
     body = raw("responses_text.stream.sse")
     req = stream_request("responses_text")
     for cut in range(0, len(body), 3):
-        u = oa.understand_responses(sse_exchange(req, body[:cut], path="/v1/responses"))
+        u = understand_responses(sse_exchange(req, body[:cut], path="/v1/responses"))
         assert u.incomplete
         assert "Blue — like the sky.".startswith(u.output_text), cut
         assert u.finish_reason == "" and u.input_tokens is None and u.parse_error == ""
@@ -599,13 +599,13 @@ def test_responses_incomplete_failed_and_error_events() -> None:
     created = {"type": "response.created", "sequence_number": 0, "response": dict(base, status="in_progress")}
 
     incomplete = dict(base, status="incomplete", incomplete_details={"reason": "max_output_tokens"})
-    u = oa.understand_responses(
+    u = understand_responses(
         sse_exchange(req, _responses_body(created, {"type": "response.incomplete", "response": incomplete}))
     )
     assert u.finish_reason == "max_output_tokens" and not u.incomplete and u.output_text == "Blue — like the sky."
 
     failed = dict(base, status="failed", output=[], error={"code": "server_error", "message": "boom"})
-    u = oa.understand_responses(
+    u = understand_responses(
         sse_exchange(req, _responses_body(created, {"type": "response.failed", "response": failed}))
     )
     assert u.finish_reason == "failed" and not u.incomplete and u.response["error"]["code"] == "server_error"
@@ -617,14 +617,14 @@ def test_responses_incomplete_failed_and_error_events() -> None:
         "param": None,
         "sequence_number": 1,
     }
-    u = oa.understand_responses(sse_exchange(req, _responses_body(created, error)))
+    u = understand_responses(sse_exchange(req, _responses_body(created, error)))
     assert u.incomplete and u.response["error"] == {
         "code": "rate_limit_exceeded",
         "message": "slow down",
         "param": None,
     }
 
-    u = oa.understand_responses(sse_exchange(req, _responses_body(error)))
+    u = understand_responses(sse_exchange(req, _responses_body(error)))
     assert u.incomplete and u.response == {
         "error": {"code": "rate_limit_exceeded", "message": "slow down", "param": None}
     }
@@ -655,7 +655,7 @@ def test_responses_reasoning_summary_stream() -> None:
             "delta": "ing.",
         },
     )
-    u = oa.understand_responses(sse_exchange(req, body, path="/v1/responses"))
+    u = understand_responses(sse_exchange(req, body, path="/v1/responses"))
     assert u.response["output"] == [
         {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text", "text": "Thinking."}]}
     ]
@@ -663,7 +663,7 @@ def test_responses_reasoning_summary_stream() -> None:
 
 
 def test_responses_conversation_request() -> None:
-    u = oa.understand_responses(exchange(load("responses_conversation.request.json"), b"", status=0))
+    u = understand_responses(exchange(load("responses_conversation.request.json"), b"", status=0))
     assert u.system_prompt == "You are a weather bot.\n\nPrefer metric units."
     pdf = "data:application/pdf;base64,JVBERi0xLjQK"
     assert u.messages == [
@@ -727,10 +727,8 @@ def test_responses_conversation_request() -> None:
 def test_completions_stream_rebuilds_the_non_stream_response() -> None:
     body = raw("completions.stream.sse")
     path = "/v1/completions"
-    s = oa.understand_completions(sse_exchange(stream_request("completions"), body, path=path))
-    n = oa.understand_completions(
-        exchange(load("completions.request.json"), raw("completions.response.json"), path=path)
-    )
+    s = understand_completions(sse_exchange(stream_request("completions"), body, path=path))
+    n = understand_completions(exchange(load("completions.request.json"), raw("completions.response.json"), path=path))
     assert s.response == load("completions.response.json")
     for field in UNDERSTOOD_OUTPUT:
         assert getattr(s, field) == getattr(n, field), field
@@ -753,7 +751,7 @@ def test_completions_stream_rebuilds_the_non_stream_response() -> None:
 
 def test_completions_prompt_shapes() -> None:
     def messages(prompt: Any) -> list[tuple[str, list[dict[str, Any]]]]:
-        u = oa.understand_completions(exchange({"model": "m", "prompt": prompt}, b"", status=0))
+        u = understand_completions(exchange({"model": "m", "prompt": prompt}, b"", status=0))
         return [(m["content"], m["parts"]) for m in u.messages]
 
     assert messages(["a", "b"]) == [("a", []), ("b", [])]
@@ -768,7 +766,7 @@ def test_completions_prompt_shapes() -> None:
 def test_completions_cut_stream() -> None:
     body = raw("completions.stream.sse")
     cut = body[: body.index(b'" indeed"') + 30]
-    u = oa.understand_completions(sse_exchange(stream_request("completions"), cut, path="/v1/completions"))
+    u = understand_completions(sse_exchange(stream_request("completions"), cut, path="/v1/completions"))
     assert u.incomplete and u.output_text == "\n\nThis is" and u.finish_reason == "" and u.output_tokens is None
 
 
@@ -784,7 +782,7 @@ def test_completions_cut_stream() -> None:
 )
 def test_embeddings(name: str, texts: list[str], dims: int) -> None:
     resp = load(f"{name}.response.json")
-    u = oa.understand_embeddings(
+    u = understand_embeddings(
         exchange(load(f"{name}.request.json"), raw(f"{name}.response.json"), path="/v1/embeddings")
     )
     assert u.api == "openai.embeddings" and u.model == "text-embedding-3-small"
@@ -806,18 +804,18 @@ def test_embeddings_base64_and_token_inputs() -> None:
     vec = base64.b64encode(struct.pack("<5f", 0.1, 0.2, 0.3, 0.4, 0.5)).decode()
     resp = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": vec}], "model": "m"}
     req = {"model": "m", "input": [[1, 2, 3]], "encoding_format": "base64"}
-    u = oa.understand_embeddings(exchange(req, json.dumps(resp).encode()))
+    u = understand_embeddings(exchange(req, json.dumps(resp).encode()))
     assert u.response["data"] == [{"object": "embedding", "index": 0, "dimensions": 5}]
     assert u.messages[0]["parts"] == [{"type": "tokens", "count": 3}]
     assert u.cost_usd is None  # no usage reported
 
 
 def test_models() -> None:
-    u = oa.understand_models(exchange(b"", raw("models.response.json"), path="/v1/models", method="GET"))
+    u = understand_models(exchange(b"", raw("models.response.json"), path="/v1/models", method="GET"))
     assert u.api == "openai.models" and u.response == load("models.response.json")
     assert u.parse_error == "" and u.messages == [] and u.model == ""
     one = load("models.response.json")["data"][0]
-    u = oa.understand_models(exchange(b"", json.dumps(one).encode(), path="/v1/models/gpt-4o-mini", method="GET"))
+    u = understand_models(exchange(b"", json.dumps(one).encode(), path="/v1/models/gpt-4o-mini", method="GET"))
     assert u.model == "gpt-4o-mini" and u.response == one
     check_invariants(u)
 
@@ -861,12 +859,12 @@ def test_pricing() -> None:
 # --------------------------------------------------------------------------- re-chunking property
 
 RECHUNK_CASES = [
-    ("chat_simple", oa.understand_chat),
-    ("chat_tools_parallel", oa.understand_chat),
-    ("chat_unicode", oa.understand_chat),
-    ("responses_text", oa.understand_responses),
-    ("responses_function_call", oa.understand_responses),
-    ("completions", oa.understand_completions),
+    ("chat_simple", understand_chat),
+    ("chat_tools_parallel", understand_chat),
+    ("chat_unicode", understand_chat),
+    ("responses_text", understand_responses),
+    ("responses_function_call", understand_responses),
+    ("completions", understand_completions),
 ]
 
 
@@ -892,11 +890,11 @@ def test_rechunking_changes_only_timing(name: str, fn: Any, data: st.DataObject)
 # --------------------------------------------------------------------------- malformed inputs
 
 FUNCTIONS = [
-    (oa.understand_chat, "/v1/chat/completions"),
-    (oa.understand_responses, "/v1/responses"),
-    (oa.understand_completions, "/v1/completions"),
-    (oa.understand_embeddings, "/v1/embeddings"),
-    (oa.understand_models, "/v1/models"),
+    (understand_chat, "/v1/chat/completions"),
+    (understand_responses, "/v1/responses"),
+    (understand_completions, "/v1/completions"),
+    (understand_embeddings, "/v1/embeddings"),
+    (understand_models, "/v1/models"),
 ]
 
 API_OF = {path: fn.__name__.replace("understand_", "openai.") for fn, path in FUNCTIONS}
@@ -952,15 +950,13 @@ def test_malformed_corpus_never_raises(req: bytes, resp: bytes, status: int) -> 
 
 
 def test_malformed_request_notes() -> None:
-    u = oa.understand_chat(exchange(b'{"messages": "hello"}', b""))
+    u = understand_chat(exchange(b'{"messages": "hello"}', b""))
     assert "messages is not a list" in u.parse_error
-    u = oa.understand_chat(exchange(b'{"messages": [{"role": "user", "content": 7}]}', b""))
+    u = understand_chat(exchange(b'{"messages": [{"role": "user", "content": 7}]}', b""))
     assert "content is not text or parts" in u.parse_error
-    u = oa.understand_chat(exchange(b"nope", raw("chat_simple.response.json")))
+    u = understand_chat(exchange(b"nope", raw("chat_simple.response.json")))
     assert u.parse_error.startswith("request:") and u.output_text == "Hello there, friend!"
-    u = oa.understand_chat(
-        sse_exchange(stream_request("chat_simple"), b"data: {bad\n\n" + raw("chat_simple.stream.sse"))
-    )
+    u = understand_chat(sse_exchange(stream_request("chat_simple"), b"data: {bad\n\n" + raw("chat_simple.stream.sse")))
     assert "1 stream event(s) are not JSON" in u.parse_error and u.output_text == "Hello there, friend!"
 
 
