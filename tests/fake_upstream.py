@@ -26,6 +26,7 @@ Fault controls (request headers; none applies to ``/__fake/*``):
   x-fake-slow-body-ms: D    non-stream body in x-fake-slow-body-bytes (default 32) pieces, D ms apart
   x-fake-echo-headers: 1    any method/path: JSON echo of method, path, query, headers, body sha256
   x-fake-binary: N          N bytes of random.Random(N).randbytes(N), application/octet-stream
+  x-fake-answer-model: M    answer as model M whatever the request asked for (a gateway that routes or falls back)
 Introspection: ``fake.requests`` (``RecordedRequest``), ``GET /__fake/requests``, ``POST /__fake/reset``.
 """
 
@@ -881,6 +882,8 @@ def _route(method: str, path: str, query: str, hdrs: Mapping[str, str], raw: byt
     if not isinstance(body, dict):
         raise _BadRequest("body must be a JSON object")
     key = request_key(body, raw)
+    if hdrs.get("x-fake-answer-model"):  # the response's model field; ids still follow the request
+        body = {**body, "model": hdrs["x-fake-answer-model"]}
     if gemini:
         return _gemini(body, gemini.group(2), gemini.group(3), query, key)
     handlers: dict[str, Callable[[], Plan]] = {
