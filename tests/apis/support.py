@@ -16,7 +16,7 @@ def chunk_at(timing: Timing, end: int) -> float:
         seen += size
         if seen >= end:
             return offset
-    raise AssertionError("byte beyond the recorded chunks")
+    raise AssertionError("byte beyond the given chunks")
 
 
 def stream_timings(n: int) -> st.SearchStrategy[Timing]:

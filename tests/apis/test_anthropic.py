@@ -1,5 +1,6 @@
-"""Anthropic Messages API understanding, against golden fixtures (non-stream and stream of the
-same generation), plus the SSE timing helpers it relies on."""
+"""Anthropic Messages API understanding, against hand-written fixtures in the shape Anthropic
+documents (the non-streamed message and the stream of one same answer), plus the SSE timing
+helpers it relies on."""
 
 # ruff: noqa: RUF001  (look-alike characters are deliberate multi-byte test text)
 from __future__ import annotations
@@ -64,18 +65,18 @@ def fields(u: Understanding, skip: set[str] = DELIVERY) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(u).items() if k not in skip}
 
 
-# -- golden: stream == non-stream ---------------------------------------------------------
+# -- hand-written pairs: stream == non-stream -------------------------------------------------
 
 
 @pytest.mark.parametrize("case", STREAM_CASES)
 def test_stream_reassembles_to_the_non_streamed_message(case: str) -> None:
     plain = understand_messages(exchange(case, stream=False))
     streamed = understand_messages(exchange(case, stream=True))
-    golden = json.loads((FIX / case / "response.json").read_text("utf-8"))
+    expected = json.loads((FIX / case / "response.json").read_text("utf-8"))
 
     assert plain.parse_error == streamed.parse_error == ""
-    assert plain.response == golden
-    assert streamed.response == golden
+    assert plain.response == expected
+    assert streamed.response == expected
     assert fields(streamed) == fields(plain)
     assert (plain.stream, streamed.stream) == (False, True)
     assert plain.chunk_count == 0 and plain.ttft_ms is None

@@ -1,6 +1,6 @@
-"""Gemini generateContent / streamGenerateContent understanding against golden fixtures: an
-SSE stream (``?alt=sse``) and a JSON-array stream, each with the non-streamed answer of the
-same generation."""
+"""Gemini generateContent / streamGenerateContent understanding against hand-written fixtures
+in the shape Google documents: an SSE stream (``?alt=sse``) and a JSON-array stream, each with
+the non-streamed answer of one same generation."""
 
 from __future__ import annotations
 
@@ -60,11 +60,11 @@ def fields(u: Understanding, skip: set[str] = DELIVERY) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(u).items() if k not in skip}
 
 
-def golden(case: str) -> Any:
+def handwritten_response(case: str) -> Any:
     return json.loads((FIX / case / "response.json").read_text("utf-8"))
 
 
-# -- golden: merged stream == generateContent -------------------------------------------------
+# -- hand-written pairs: merged stream == generateContent -------------------------------------
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -72,8 +72,8 @@ def test_stream_merges_to_the_non_streamed_response(case: str) -> None:
     plain = understand_generate(exchange(case, stream=False))
     streamed = understand_generate(exchange(case, stream=True))
     assert plain.parse_error == streamed.parse_error == ""
-    assert plain.response == golden(case)
-    assert streamed.response == golden(case)
+    assert plain.response == handwritten_response(case)
+    assert streamed.response == handwritten_response(case)
     assert fields(streamed) == fields(plain)
     assert (plain.stream, streamed.stream) == (False, True)
     assert (plain.chunk_count, plain.ttft_ms, plain.tokens_per_second) == (0, None, None)

@@ -1,5 +1,6 @@
-"""Ollama native API understanding (/api/chat, /api/generate, /api/embed) against golden
-fixtures: the NDJSON stream and the ``stream: false`` answer of the same generation."""
+"""Ollama native API understanding (/api/chat, /api/generate, /api/embed) against hand-written
+fixtures in the shape Ollama documents: the NDJSON stream and the ``stream: false`` answer of
+one same generation."""
 
 # ruff: noqa: RUF001  (look-alike characters are deliberate multi-byte test text)
 from __future__ import annotations
@@ -73,11 +74,11 @@ def fields(u: Understanding, skip: set[str] = DELIVERY) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(u).items() if k not in skip}
 
 
-def golden(case: str) -> Any:
+def handwritten_response(case: str) -> Any:
     return json.loads((FIX / case / "response.json").read_text("utf-8"))
 
 
-# -- golden: stream == stream:false -----------------------------------------------------------
+# -- hand-written pairs: stream == stream:false -----------------------------------------------
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -86,14 +87,14 @@ def test_stream_reassembles_to_the_non_streamed_answer(case: str) -> None:
     plain = understand(exchange(case, stream=False))
     streamed = understand(exchange(case, stream=None))  # absent "stream" means a stream
     assert plain.parse_error == streamed.parse_error == ""
-    assert plain.response == golden(case)
-    assert streamed.response == golden(case)
+    assert plain.response == handwritten_response(case)
+    assert streamed.response == handwritten_response(case)
     assert fields(streamed) == fields(plain)
     assert (plain.stream, streamed.stream) == (False, True)
     assert (plain.chunk_count, plain.ttft_ms) == (0, None)
     assert streamed.chunk_count == (FIX / case / "stream.ndjson").read_bytes().count(b"\n")
     assert streamed.incomplete is False
-    final = golden(case)
+    final = handwritten_response(case)
     assert streamed.tokens_per_second == pytest.approx(final["eval_count"] / (final["eval_duration"] / 1e9))
 
 
@@ -187,7 +188,7 @@ def test_embed_and_legacy_embeddings() -> None:
         message("user", "東京は日本の首都です。"),
     ]
     assert u.params == {"num_ctx": 1000, "truncate": True, "keep_alive": "5m"}
-    assert u.response == golden("embed")
+    assert u.response == handwritten_response("embed")
     assert (u.response_model, u.input_tokens, u.output_tokens, u.chunk_count) == (
         "nomic-embed-text",
         21,
@@ -288,7 +289,7 @@ def test_http_error_keeps_the_request() -> None:
 def test_stream_false_answered_as_ndjson_is_still_read() -> None:
     body = (FIX / "generate" / "stream.ndjson").read_bytes()
     u = understand_generate(exchange("generate", stream=False, body=body))
-    assert u.response == golden("generate") and u.chunk_count == 8 and u.stream is False
+    assert u.response == handwritten_response("generate") and u.chunk_count == 8 and u.stream is False
 
 
 # -- never raises -------------------------------------------------------------------------------

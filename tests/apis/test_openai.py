@@ -1,9 +1,9 @@
-"""OpenAI understanding: golden fixtures and properties.
+"""OpenAI understanding: hand-written fixtures and properties.
 
-Each fixture under ``tests/fixtures/apis/openai/`` is one generation recorded three ways:
-the request, the non-streamed response and the SSE stream of the same answer. A stream must
-rebuild into exactly the non-streamed object (streams never carry ``annotations: []``,
-the only field the non-stream shape adds).
+Each fixture under ``tests/fixtures/apis/openai/`` was written by hand in the shape OpenAI
+documents: the request, the non-streamed response and the SSE stream of one same answer.
+A stream must rebuild into exactly the non-streamed object (streams never carry
+``annotations: []``, the only field the non-stream shape adds).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def test_chat_stream_rebuilds_the_non_stream_response(name: str) -> None:
     assert not s.incomplete and s.parse_error == "" and n.parse_error == ""
     assert s.chunk_count == len(data_events(body))
     assert s.provider == n.provider == "openai"
-    assert s.ttft_ms == 100.0 and n.ttft_ms is None  # one recorded chunk holds everything
+    assert s.ttft_ms == 100.0 and n.ttft_ms is None  # one chunk holds everything
     assert n.tokens_per_second is None
     check_invariants(s)
     check_invariants(n)
@@ -255,7 +255,7 @@ def test_chat_empty_deltas_and_comments() -> None:
     assert u.output_text == "OK, done." and u.chunk_count == 11
 
 
-def test_chat_cut_stream_golden() -> None:
+def test_chat_cut_stream() -> None:
     body = raw("chat_cut.stream.sse")
     u = understand_chat(sse_exchange(load("chat_cut.request.json"), body))
     assert u.incomplete and u.stream
