@@ -179,7 +179,7 @@ def _chat_output(u: Understanding, resp: dict[str, Any]) -> None:
     u.output_text = text_and_parts(msg.get("content"))[0]
     u.output_tool_calls = tool_calls(msg.get("tool_calls"), msg.get("function_call"))
     u.finish_reason = as_str(choice.get("finish_reason"))
-    _usage(u, resp.get("usage"))
+    _usage(u, resp)
 
 
 def _text_output(u: Understanding, resp: dict[str, Any]) -> None:
@@ -188,7 +188,7 @@ def _text_output(u: Understanding, resp: dict[str, Any]) -> None:
     choice = _first_choice(resp.get("choices"))
     u.output_text = as_str(choice.get("text"))
     u.finish_reason = as_str(choice.get("finish_reason"))
-    _usage(u, resp.get("usage"))
+    _usage(u, resp)
 
 
 def _first_choice(choices: Any) -> dict[str, Any]:
@@ -196,8 +196,9 @@ def _first_choice(choices: Any) -> dict[str, Any]:
     return next((c for c in items if as_index(c.get("index")) == 0), items[0] if items else {})
 
 
-def _usage(u: Understanding, usage: Any) -> None:
-    usage = as_dict(usage)
+def _usage(u: Understanding, resp: dict[str, Any]) -> None:
+    # Groq without stream_options reports a stream's usage only in ``x_groq.usage`` of the final chunk.
+    usage = as_dict(resp.get("usage")) or as_dict(as_dict(resp.get("x_groq")).get("usage"))
     u.input_tokens = count(usage.get("prompt_tokens"))
     u.output_tokens = count(usage.get("completion_tokens"))
     u.cached_tokens = count(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens"))

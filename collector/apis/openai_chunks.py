@@ -18,16 +18,22 @@ _CHUNK_ONLY = frozenset({"object", "choices", "usage", "obfuscation"})
 def rebuild(chunks: list[dict[str, Any]], object_name: str, choice_type: type[Choice]) -> dict[str, Any]:
     """The non-streaming response object from its chunks.
 
-    Top-level fields: first non-null value (they repeat in every chunk); ``usage`` from the
-    last chunk that has one (the include_usage chunk); choices merged by index.
+    Top-level fields: first non-null value (they repeat in every chunk), an object gaining the
+    keys later chunks add to it (Groq's ``x_groq`` gets its ``usage`` on the last chunk);
+    ``usage`` from the last chunk that has one (the include_usage chunk); choices merged by index.
     """
     top: dict[str, Any] = {}
     usage = None
     choices: dict[int, Choice] = {}
     for chunk in chunks:
         for key, value in chunk.items():
-            if key not in _CHUNK_ONLY and top.get(key) is None:
+            if key in _CHUNK_ONLY:
+                continue
+            prev = top.get(key)
+            if prev is None:
                 top[key] = value
+            elif isinstance(prev, dict) and isinstance(value, dict):
+                top[key] = {**value, **prev}
         if chunk.get("usage") is not None:
             usage = chunk["usage"]
         for c in as_list(chunk.get("choices")):

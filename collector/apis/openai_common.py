@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,9 @@ from prompttap.collector.apis.pricing import cost_usd
 from prompttap.collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
 
 PROVIDER = "openai"
+
+# The first line of an event stream is a field (data, event, id, retry) or a comment.
+_SSE_START = re.compile(rb"\s*(?:data|event|id|retry)?:")
 
 Body = Callable[[Exchange, Understanding, list[str]], None]
 """Reads one exchange into ``u``; what it cannot read it appends to the notes."""
@@ -49,7 +53,8 @@ def read_request(x: Exchange, u: Understanding, notes: list[str], param_keys: tu
 
 
 def response_kind(x: Exchange, u: Understanding, notes: list[str]) -> str:
-    """'error', 'none', 'json' or 'sse'. An error response is stored as its JSON when it parses."""
+    """'error', 'none', 'json', 'sse' or 'other'. An error response is stored as its JSON when it parses;
+    a successful answer that is neither JSON nor an event stream (a gateway's text page) gets a note."""
     body = x.response_body
     if x.status_code and not 200 <= x.status_code < 300:
         try:
@@ -62,7 +67,12 @@ def response_kind(x: Exchange, u: Understanding, notes: list[str]) -> str:
             notes.append("response: empty body")
         return "none"
     # The body decides, not the request flag: a JSON body never starts like an event stream.
-    return "json" if body.lstrip()[:1] in (b"{", b"[") else "sse"
+    if body.lstrip()[:1] in (b"{", b"["):
+        return "json"
+    if "event-stream" in x.response_content_type.lower() or _SSE_START.match(body):
+        return "sse"
+    notes.append(f"response: body is neither JSON nor an event stream ({x.response_content_type or 'no content type'})")
+    return "other"
 
 
 def response_json(x: Exchange, notes: list[str]) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import pathlib
 from typing import Any
 
 import pytest
+import yaml
 from genai_prices import Usage, calc_price
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from prompttap.collector.apis.openai_responses import understand_responses
 from prompttap.collector.apis.pricing import cost_usd
 
 FIX = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "apis" / "openai"
+REAL = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "real-traffic"
 CHAT_STREAMS = ["chat_simple", "chat_tools_parallel", "chat_n2", "chat_unicode", "chat_empty_deltas"]
 MESSAGE_KEYS = {"role", "content", "parts", "tool_calls", "tool_call_id", "name"}
 UNDERSTOOD_OUTPUT = (
@@ -492,6 +494,44 @@ def test_error_with_a_non_json_body() -> None:
 def test_stream_cut_before_any_byte() -> None:
     u = understand_chat(sse_exchange(stream_request("chat_simple"), b"", outcome="client_cancelled"))
     assert u.incomplete and u.response is None and u.parse_error == ""
+
+
+# ------------------------------------------------- real recorded traffic (tests/fixtures/real-traffic)
+
+
+def recorded(cassette: str, index: int) -> tuple[bytes, bytes, str]:
+    """Request body, response body and content type of one interaction recorded from a real provider."""
+    doc = yaml.safe_load((REAL / f"{cassette}.yaml").read_text("utf-8"))
+    item = doc["interactions"][index]
+    req, resp = item["request"], item["response"]
+    body = resp["body"]["string"] if "body" in resp else json.dumps(resp["parsed_body"])
+    return json.dumps(req["parsed_body"]).encode(), body.encode(), resp["headers"]["content-type"][0]
+
+
+def test_groq_stream_usage_read_from_x_groq() -> None:
+    """Groq without stream_options reports usage only in ``x_groq.usage`` of its final chunk: the
+    recorded Groq stream with the top-level ``usage`` (sent when usage is asked for) removed."""
+    req, body, ctype = recorded("test_groq/test_tool_use_failed_error_streaming_with_text", 1)
+    events = [e for e in body.decode().split("\n\n") if e.strip()]
+    final = json.loads(events[-2].removeprefix("data: "))
+    usage = final.pop("usage")
+    assert final["x_groq"]["usage"] == usage
+    events[-2] = "data: " + json.dumps(final)
+    u = understand_chat(exchange(req, "\n\n".join(events).encode() + b"\n\n", ctype=ctype))
+    assert (u.input_tokens, u.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert u.reasoning_tokens == usage["completion_tokens_details"]["reasoning_tokens"]
+    assert u.response["usage"] is None and u.response["x_groq"]["usage"] == usage  # as it arrived
+    assert not u.incomplete and u.parse_error == ""
+
+
+def test_plain_text_answer_is_a_parse_error_not_a_cut_stream() -> None:
+    """A gateway answered a non-streaming chat request with a ``text/plain`` page (recorded)."""
+    req, body, ctype = recorded("test_openai/test_text_response", 0)
+    assert ctype == "text/plain" and not body.startswith((b"{", b"data:"))
+    u = understand_chat(exchange(req, body, ctype=ctype))
+    assert not u.incomplete and u.response is None and u.chunk_count == 0
+    assert u.parse_error.startswith("response: ") and "text/plain" in u.parse_error
+    assert (u.model, u.stream) == ("gpt-4o", False)
 
 
 # --------------------------------------------------------------------------- responses
