@@ -1,4 +1,4 @@
-"""The capture -> span mapping (schemas/spans.py) over realistic enriched rows."""
+"""The capture -> span mapping (the `schemas/spans/` package) over realistic enriched rows."""
 
 from __future__ import annotations
 
