@@ -1,15 +1,19 @@
 """The capture diff: pure comparisons on realistic pairs, then the page, its JSON twin and the
-compare-candidates list through the app on an embedded store."""
+compare-candidates list through the app on an embedded store, and a gateway that answered with
+another model, recorded by the real proxy."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
+import openai
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
@@ -25,6 +29,8 @@ from prompttap.inspector.diff.tools import json_diff
 from prompttap.inspector.queries import get_capture
 from prompttap.schemas.capture import Capture, new_capture_id
 from prompttap.schemas.store import migrate, open_store
+
+from tests.harness import Prompttap
 
 # --- building captures the way the proxy records them -------------------------------------------
 
@@ -63,9 +69,11 @@ def openai_chat(
     tools: list[dict[str, Any]] | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
     finish: str = "stop",
+    answered_by: str | None = None,
     **raw: Any,
 ) -> dict[str, Any]:
-    """An AnythingLLM-style Generic OpenAI chat request (non-stream) and its answer."""
+    """An AnythingLLM-style Generic OpenAI chat request (non-stream) and its answer; the answer
+    names ``answered_by`` as its model when given (a gateway that routed elsewhere)."""
     req: dict[str, Any] = {"model": model, "stream": False, "messages": []}
     if system is not None:
         req["messages"].append({"role": "system", "content": system})
@@ -87,7 +95,7 @@ def openai_chat(
         "id": "chatcmpl-" + uuid.uuid4().hex[:8],
         "object": "chat.completion",
         "created": int(_T0),
-        "model": model,
+        "model": answered_by or model,
         "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
         "usage": {"prompt_tokens": 812, "completion_tokens": 41, "total_tokens": 853},
     }
@@ -251,7 +259,7 @@ def test_same_prompt_different_temperature_shows_the_params_table() -> None:
     assert changed == [("temperature", "0.7", "0.2")]
     names = [r.name for r in d.params.rows]
     assert {"api", "model", "stream", "temperature", "max_tokens", "response_model"} <= set(names)
-    assert d.system_prompt.identical and d.history.identical and d.turn.identical
+    assert d.system_prompt.text_identical and d.history.identical and d.turn.identical
 
 
 def test_model_swap_is_named() -> None:
@@ -260,6 +268,7 @@ def test_model_swap_is_named() -> None:
     d = pair(a, b)
     assert d.blame == "prompt"
     assert d.verdict.startswith("Different model: llama-3.1-8b-instruct → qwen2.5-7b-instruct.")
+    assert d.headline == "The app asked for a different model."
     assert "Answered by llama-3.1-8b-instruct → qwen2.5-7b-instruct." in d.params.summary
 
 
@@ -279,12 +288,17 @@ def test_same_prompt_different_output_blames_the_model() -> None:
     assert not ops_text(d.output.ops, "del")
 
 
-def test_a_different_answering_model_alone_blames_the_model() -> None:
+def test_a_different_answering_model_alone_blames_the_upstream() -> None:
     a = enrich(openai_chat(SYSTEM, MSGS, "25 days."))
     b = dict(a, id=str(new_capture_id()), response_model="llama-3.1-8b-instruct-q4_K_M")
     d = diff_captures(a, b)
-    assert d.blame == "model" and d.params.request_identical and not d.params.identical
-    assert d.verdict.startswith("Same model and parameters. Answered by llama-3.1-8b-instruct → ")
+    assert d.blame == "upstream" and d.params.request_identical and not d.params.identical
+    assert d.params.status == "answer_model_changed"
+    assert d.verdict.startswith(
+        "Same model and parameters requested (llama-3.1-8b-instruct), but the upstream answered B with a different"
+        " model than requested: llama-3.1-8b-instruct-q4_K_M instead of llama-3.1-8b-instruct. "
+    )
+    assert d.output.identical  # the output alone does not decide: the answering model differs
 
 
 def test_identical_captures_blame_none_and_every_segment_is_identical() -> None:
@@ -292,13 +306,112 @@ def test_identical_captures_blame_none_and_every_segment_is_identical() -> None:
     twin = dict(rec, id=str(new_capture_id()))
     d = pair(rec, twin)
     assert d.blame == "none" and d.headline == "Identical request and answer."
-    for seg in (d.params, d.system_prompt, d.context, d.history, d.turn, d.steps, d.tools, d.output):
-        assert seg.identical, seg
+    for seg in (d.params, d.system_prompt, d.context, d.history, d.turn, d.output):
+        assert seg.status == "identical", seg
+    assert d.steps.status == d.tools.status == "absent"  # on neither side
     assert d.verdict == (
         "Same model and parameters. System prompt identical. Context identical (2 snippets). "
         "History identical (4 messages). Latest user message identical. Output identical."
     )
     assert all(line.fold == 0 for line in d.system_prompt.lines)  # 3 lines: too few to fold
+
+
+# --- (i) who chose the model: the app, or a gateway on the way -------------------------------------
+
+DEEPSEEK = "deepseek/deepseek-chat-v3.1"
+
+
+def test_a_gateway_that_answered_with_another_model_is_blamed_and_named() -> None:
+    asked = openai_chat(SYSTEM, MSGS, "Full-time staff get 25 days of paid leave a year.")
+    routed = openai_chat(SYSTEM, MSGS, "You get twenty-five days.", answered_by=DEEPSEEK)
+    d = pair(asked, routed)
+    assert d.blame == "upstream" and d.params.request_identical
+    assert d.headline == (
+        f"Same prompt, but the upstream answered with a different model than requested"
+        f" ({DEEPSEEK} instead of llama-3.1-8b-instruct)."
+    )
+    assert d.verdict == (
+        "Same model and parameters requested (llama-3.1-8b-instruct), but the upstream answered B with a different"
+        f" model than requested: {DEEPSEEK} instead of llama-3.1-8b-instruct. System prompt identical."
+        " Latest user message identical. Output differs: text differs."
+    )
+    assert d.params.status == "answer_model_changed"
+    assert (d.b.model, d.b.response_model) == ("llama-3.1-8b-instruct", DEEPSEEK)
+
+    back = pair(routed, asked)  # the swapped side is named, whichever it is
+    assert back.blame == "upstream"
+    assert f"the upstream answered A with a different model than requested: {DEEPSEEK} instead of" in back.verdict
+
+    both = pair(
+        openai_chat(SYSTEM, MSGS, "25 days.", answered_by="qwen/qwen-2.5-7b-instruct"),
+        openai_chat(SYSTEM, MSGS, "25 days.", answered_by=DEEPSEEK),
+    )
+    assert both.blame == "upstream"
+    assert both.verdict.startswith(
+        "Same model and parameters requested (llama-3.1-8b-instruct), but the upstream answered with different"
+        f" models than requested: qwen/qwen-2.5-7b-instruct in A, {DEEPSEEK} in B. "
+    )
+    assert both.headline == (
+        "Same prompt, but the upstream answered with a different model than requested"
+        f" (qwen/qwen-2.5-7b-instruct in A, {DEEPSEEK} in B; llama-3.1-8b-instruct requested)."
+    )
+
+
+def test_a_gateway_swap_does_not_hide_what_the_app_changed() -> None:
+    a = openai_chat(SYSTEM, MSGS, "25 days.", params={"temperature": 0.7})
+    b = openai_chat(SYSTEM, MSGS, "25 days.", params={"temperature": 0.2}, answered_by=DEEPSEEK)
+    d = pair(a, b)
+    assert d.blame == "prompt" and d.headline == "The app changed the parameters."
+    assert d.params.status == "changed"
+    assert d.verdict.startswith(
+        "Parameters differ: temperature 0.7 → 0.2. The upstream answered B with a different model than requested:"
+        f" {DEEPSEEK} instead of llama-3.1-8b-instruct. "
+    )
+
+
+def test_the_headline_says_what_the_app_changed() -> None:
+    def headline(system: str = SYSTEM, **kw: Any) -> str:
+        a = openai_chat(SYSTEM, MSGS, "ok", params={"temperature": 0.7})
+        return pair(a, openai_chat(system, MSGS, "ok", **{"params": {"temperature": 0.7}, **kw})).headline
+
+    assert headline(model="qwen2.5-7b-instruct") == "The app asked for a different model."
+    assert headline(SYSTEM + " Cite sources.", model="qwen2.5-7b-instruct") == (
+        "The app asked for a different model and sent a different prompt."
+    )
+    assert headline(params={"temperature": 0.2}) == "The app changed the parameters."
+    assert headline(SYSTEM + " Cite sources.") == "The app sent a different prompt."
+    assert headline("Be terse.", model="qwen2.5-7b-instruct", params={"temperature": 0.2}) == (
+        "The app asked for a different model, changed the parameters and sent a different prompt."
+    )
+
+
+def test_each_segment_status_means_what_its_verdict_sentence_says() -> None:
+    when = "Friday, August 21, 2026 8:50 PM"
+    a = allm_turn(3, when, [PTO, CARRY], "Sick leave is separate.")
+    b = allm_turn(3, when, [PTO, SICK], "Sick leave is separate.")  # same chat, other search hits
+    d = pair(a, b)
+    sp = d.system_prompt
+    # the raw system message changed (it embeds the context); its instructions did not
+    assert not sp.text_identical and sp.instructions_identical
+    assert sp.status == "instructions_identical" and sp.summary == "System prompt instructions identical."
+    assert d.context.status == "changed" and d.context.summary in d.verdict
+    assert (d.params.status, d.history.status, d.turn.status, d.output.status) == ("identical",) * 4
+    assert (d.steps.status, d.tools.status) == ("absent", "absent")
+    assert d.blame == "prompt" and d.headline == "The app sent a different prompt."
+    data = json.loads(json.dumps(d.to_dict()))
+    assert "identical" not in data["system_prompt"]  # no flag a reader could take for the instructions'
+    assert data["system_prompt"]["text_identical"] is False and data["system_prompt"]["status"] == sp.status
+
+    later = pair(a, allm_turn(3, "Friday, August 21, 2026 8:52 PM", [PTO, CARRY], "Sick leave is separate."))
+    assert later.system_prompt.status == "values_changed"
+    assert later.system_prompt.summary == "System prompt: same template, per-request values changed (time)."
+    spaced = diff_captures({"system_prompt": "Be brief.\nBe kind."}, {"system_prompt": "Be brief.  \r\nBe kind."})
+    assert spaced.system_prompt.status == "whitespace" and not spaced.system_prompt.text_identical
+    assert spaced.system_prompt.summary == "System prompt differs only in whitespace."
+    changed = pair(a, allm_turn(3, when, [PTO, CARRY], "ok", window=2))
+    assert changed.history.status == "changed" and changed.output.status == "changed"
+    only_b = diff_captures({"system_prompt": ""}, {"system_prompt": "Be brief."})
+    assert only_b.system_prompt.status == "only_b" and only_b.system_prompt.summary == "System prompt only in B."
 
 
 # --- (e) one instruction sentence changed ----------------------------------------------------------
@@ -710,3 +823,63 @@ def test_openapi_documents_the_json_routes(app_store: Any) -> None:
     assert {p["name"] for p in op["parameters"]} == {"a", "b"}
     assert "blame" in op["description"]
     assert "/api/captures/{capture_id}/compare-candidates" in spec["paths"]
+
+
+def test_openapi_documents_each_segment_status(app_store: Any) -> None:
+    http, _, _ = app_store
+    spec = http.get("/openapi.json").json()
+    op = spec["paths"]["/api/diff"]["get"]
+    assert "upstream" in op["description"] and "status" in op["description"]
+    schemas = spec["components"]["schemas"]
+    system = schemas["SystemPromptDiff"]["properties"]
+    assert "identical" not in system
+    assert "context included" in system["text_identical"]["description"]
+    assert "without the retrieved context" in system["instructions_identical"]["description"]
+    assert "instructions_identical" in json.dumps(system["status"])
+    for name in ("ParamsDiff", "ContextDiff", "HistoryDiff", "TurnDiff", "ToolsDiff", "OutputDiff"):
+        assert schemas[name]["properties"]["status"]["description"], name
+    assert "upstream" in json.dumps(schemas["CaptureDiff"]["properties"]["blame"])
+
+
+# --- through the real proxy: a gateway that answers with another model ----------------------------------
+
+
+def test_a_gateway_swap_recorded_by_the_proxy_is_named_on_the_diff_and_capture_pages(pt: Prompttap) -> None:
+    client = openai.OpenAI(base_url=f"{pt.url}/v1", api_key="sk-test-gateway", max_retries=0)
+    messages: Any = [{"role": "system", "content": SYSTEM}, *MSGS]
+    asked = client.chat.completions.create(model="llama-3.1-8b-instruct", messages=messages, temperature=0.2)
+    routed = client.chat.completions.create(
+        model="llama-3.1-8b-instruct",
+        messages=messages,
+        temperature=0.2,
+        extra_headers={"x-fake-answer-model": DEEPSEEK},
+    )
+    assert (asked.model, routed.model) == ("llama-3.1-8b-instruct", DEEPSEEK)
+    items = sorted(pt.wait_captures(2), key=lambda c: (c["started_at"], c["id"]))
+    a, b = items[0]["id"], items[1]["id"]
+
+    data = httpx.get(f"{pt.ui_url}/api/diff", params={"a": a, "b": b}, timeout=30).json()
+    assert data["blame"] == "upstream"
+    assert data["headline"] == (
+        f"Same prompt, but the upstream answered with a different model than requested"
+        f" ({DEEPSEEK} instead of llama-3.1-8b-instruct)."
+    )
+    assert data["verdict"] == (
+        "Same model and parameters requested (llama-3.1-8b-instruct), but the upstream answered B with a different"
+        f" model than requested: {DEEPSEEK} instead of llama-3.1-8b-instruct. System prompt identical."
+        " Latest user message identical. Output identical."
+    )
+    assert data["params"]["status"] == "answer_model_changed" and data["output"]["status"] == "identical"
+    assert not data["notes"]  # the request bodies are the same bytes
+
+    page = httpx.get(f"{pt.ui_url}/diff", params={"a": a, "b": b}, timeout=30).text
+    assert 'class="verdict blame-upstream"' in page and str(escape(data["headline"])) in page
+
+    swapped = httpx.get(f"{pt.ui_url}/captures/{b}", timeout=30).text
+    assert re.search(r'data-testid="side-model">\s*llama-3\.1-8b-instruct\s*<', swapped)
+    assert re.search(rf'data-testid="side-response-model">\s*{re.escape(DEEPSEEK)}\s*<', swapped)
+    assert "Requested model" in swapped and "Answered by" in swapped
+    plain = httpx.get(f"{pt.ui_url}/captures/{a}", timeout=30).text
+    assert 'data-testid="side-response-model"' not in plain and "Requested model" not in plain
+    twin = pt.capture(b)
+    assert (twin["model"], twin["response_model"]) == ("llama-3.1-8b-instruct", DEEPSEEK)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from prompttap.inspector.diff.model import HistoryDiff, MessageChange, MessageView, TurnDiff
+from prompttap.inspector.diff.model import HistoryDiff, MessageChange, MessageView, TurnDiff, TurnStatus
 from prompttap.inspector.diff.text import matcher, pair_up, similarity, truncation, word_ops
 from prompttap.inspector.diff.values import as_str, canonical_args, dicts, plural
 
@@ -117,6 +117,7 @@ def diff_messages(
     first_kept = next((k for k, c in enumerate(out) if c.kind in ("same", "truncated", "changed")), len(out))
     dropped_earliest = counts["dropped"] > 0 and all(c.kind != "dropped" for c in out[first_kept:])
     diff = HistoryDiff(
+        status="absent" if not ma and not mb else "identical" if ma == mb else "changed",
         identical=ma == mb,
         a_count=len(ma),
         b_count=len(mb),
@@ -230,21 +231,24 @@ def diff_turn(ma: dict[str, Any] | None, mb: dict[str, Any] | None) -> TurnDiff:
     vb = message_view(mb) if mb is not None else None
     identical = ma == mb
     if va is None and vb is None:
-        return TurnDiff(True, None, None, [], [], "No user message.")
-    if va is None or vb is None:
-        side = "B" if va is None else "A"
-        return TurnDiff(False, va, vb, [], [], f"User message only in {side}.")
+        return TurnDiff("absent", True, None, None, [], [], "No user message.")
+    if va is None:
+        return TurnDiff("only_b", False, va, vb, [], [], "User message only in B.")
+    if vb is None:
+        return TurnDiff("only_a", False, va, vb, [], [], "User message only in A.")
     ops = word_ops(va.content, vb.content) if va.content != vb.content else []
     notes = _message_notes(va, vb)
     cut = truncation(va.content, vb.content)
     if cut:
         notes.insert(0, f"{cut:,} characters cut")
+    status: TurnStatus
     if identical:
-        summary = "Latest user message identical."
+        status, summary = "identical", "Latest user message identical."
     elif va.content == vb.content:
+        status = "details_changed"
         summary = "Latest user message: same text, " + (", ".join(notes) or "details differ") + "."
     elif cut:
-        summary = "Latest user message truncated."
+        status, summary = "truncated", "Latest user message truncated."
     else:
-        summary = "Latest user message differs."
-    return TurnDiff(identical, va, vb, ops, notes, summary)
+        status, summary = "changed", "Latest user message differs."
+    return TurnDiff(status, identical, va, vb, ops, notes, summary)

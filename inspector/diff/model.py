@@ -3,17 +3,49 @@
 ``dataclasses.asdict`` of a ``CaptureDiff`` is the JSON the inspector serves at ``/api/diff``
 (and its OpenAPI schema). Text diffs are lists of ``Op`` runs, so templates build the
 ``<ins>``/``<del>`` markup themselves and captured text is never trusted as HTML.
+
+Each segment carries a ``status``: the word its sentence in the verdict states (the sentence is
+written from it), so the JSON and the verdict cannot disagree. Flags named ``*_identical`` say
+exactly what they compare; the system prompt has two, because an app such as AnythingLLM embeds
+the retrieved context in it: ``text_identical`` (the whole text, context included) and
+``instructions_identical`` (without the context, which the ``context`` segment compares).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-Blame = Literal["prompt", "model", "none"]
+from pydantic import Field
+
+Blame = Literal["prompt", "upstream", "model", "none"]
 """Who made the difference: ``prompt`` (the app sent a different request: prompt, messages,
-tools, model or parameters), ``model`` (the same request got a different answer), ``none``."""
+tools, model or parameters), ``upstream`` (the same request, answered by a different model: a
+gateway routed or fell back), ``model`` (the same request, answered differently), ``none``."""
+
+BLAME_HELP = (
+    "who made the difference: `prompt` (the app sent a different request: prompt, messages, tools, model or"
+    " parameters), `upstream` (the same request was answered by a different model than on the other side: a"
+    " gateway or provider routed or fell back), `model` (the same request got a different answer), `none`"
+)
+
+# Each segment's ``status`` (described field by field below, and so in the OpenAPI schema).
+ParamsStatus = Literal["identical", "changed", "answer_model_changed"]
+SystemPromptStatus = Literal[
+    "absent",
+    "identical",
+    "only_a",
+    "only_b",
+    "instructions_identical",
+    "whitespace",
+    "values_changed",
+    "instructions_changed",
+]
+RunStatus = Literal["absent", "identical", "changed"]  # context, history, tool steps, tools
+TurnStatus = Literal["absent", "identical", "only_a", "only_b", "details_changed", "truncated", "changed"]
+OutputStatus = Literal["identical", "changed"]
+_RUN_STATUS = Field(description="`absent`: on neither side; `identical`: the same on both sides; `changed`: it differs")
 
 
 @dataclass(slots=True)
@@ -66,7 +98,8 @@ class CaptureRef:
     started_at: str
     route: str
     api: str
-    model: str
+    model: str  # the model the request asked for
+    response_model: str  # the model the answer says it came from ("" when it does not say)
     status_code: int
     outcome: str
     thread_id: str
@@ -78,8 +111,18 @@ class CaptureRef:
 class ParamsDiff:
     """Model and parameters: every compared value, ``changed`` marking those that differ."""
 
-    identical: bool  # no row changed
-    request_identical: bool  # api, model, stream and params (what the app chose) are the same
+    status: Annotated[
+        ParamsStatus,
+        Field(
+            description="`identical`: every row is the same; `changed`: the app's request differs (api, model,"
+            " stream or a parameter); `answer_model_changed`: the request is the same but the answer's model"
+            " (`response_model`) differs, or only one side names it"
+        ),
+    ]
+    identical: Annotated[bool, Field(description="no row differs, the answer's model included")]
+    request_identical: Annotated[
+        bool, Field(description="api, model, stream and parameters (what the app chose) are the same")
+    ]
     rows: list[ValueChange]
     summary: str
 
@@ -88,8 +131,26 @@ class ParamsDiff:
 class SystemPromptDiff:
     """The system prompt's instructions (retrieved context replaced by ``{{context}}``)."""
 
-    identical: bool  # the whole system prompt, byte for byte (context included)
-    instructions_identical: bool  # without context, line ends and trailing spaces normalized
+    status: Annotated[
+        SystemPromptStatus,
+        Field(
+            description="`absent`: no system prompt on either side; `identical`: the whole text, byte for byte;"
+            " `only_a`/`only_b`; `instructions_identical`: the instructions are the same and only the retrieved"
+            " context inside the text differs (see `context`); `whitespace`: only whitespace differs;"
+            " `values_changed`: same template, per-request values (dates, numbers...) differ;"
+            " `instructions_changed`: the instructions differ"
+        ),
+    ]
+    text_identical: Annotated[
+        bool, Field(description="the whole system prompt, byte for byte, retrieved context included")
+    ]
+    instructions_identical: Annotated[
+        bool,
+        Field(
+            description="the instructions: the system prompt without the retrieved context, line ends and"
+            " trailing spaces normalized"
+        ),
+    ]
     same_template: bool  # same prompt_template_id: only per-request values (dates, numbers...) differ
     changed_values: list[str]  # kinds of per-request values that differ, e.g. ["date", "time"]
     a_template_id: str
@@ -115,7 +176,8 @@ class SnippetChange:
 class ContextDiff:
     """Retrieved context: snippets in B's order, removed ones next to where they stood."""
 
-    identical: bool
+    status: Annotated[RunStatus, _RUN_STATUS]
+    identical: Annotated[bool, Field(description="the same snippets in the same order, byte for byte")]
     a_count: int
     b_count: int
     same: int
@@ -158,7 +220,8 @@ class MessageChange:
 class HistoryDiff:
     """A run of messages aligned on fingerprints (role, normalized content, tool calls)."""
 
-    identical: bool
+    status: Annotated[RunStatus, _RUN_STATUS]
+    identical: Annotated[bool, Field(description="the same messages, byte for byte (ids included)")]
     a_count: int
     b_count: int
     same: int
@@ -176,7 +239,15 @@ class HistoryDiff:
 class TurnDiff:
     """The latest user message."""
 
-    identical: bool
+    status: Annotated[
+        TurnStatus,
+        Field(
+            description="`absent`: on neither side; `identical`: byte for byte; `only_a`/`only_b`;"
+            " `details_changed`: same text, other details differ (role, tool calls or their ids, attachments,"
+            " name); `truncated`: B's text is a shortened copy of A's; `changed`: the text differs"
+        ),
+    ]
+    identical: Annotated[bool, Field(description="the same message, byte for byte (ids included)")]
     a: MessageView | None
     b: MessageView | None
     ops: list[Op]
@@ -197,7 +268,10 @@ class ToolChange:
 
 @dataclass(slots=True)
 class ToolsDiff:
-    identical: bool
+    """Tool definitions offered in the request."""
+
+    status: Annotated[RunStatus, _RUN_STATUS]
+    identical: Annotated[bool, Field(description="the same definitions in the same order")]
     a_count: int
     b_count: int
     tools: list[ToolChange]
@@ -217,6 +291,12 @@ class ToolCallChange:
 
 @dataclass(slots=True)
 class OutputDiff:
+    """The answer: text, tool calls and how it ended."""
+
+    status: Annotated[
+        OutputStatus,
+        Field(description="`identical`: text, tool calls and the fields below are the same; `changed`: not"),
+    ]
     identical: bool
     text_identical: bool
     ops: list[Op]
@@ -233,8 +313,8 @@ class CaptureDiff:
     a: CaptureRef
     b: CaptureRef
     verdict: str  # plain sentences, one per segment
-    blame: Blame
-    headline: str  # BLAME_HEADLINES[blame]
+    blame: Annotated[Blame, Field(description=BLAME_HELP)]
+    headline: str  # the blame in one sentence, naming what changed
     notes: list[str]
     params: ParamsDiff
     system_prompt: SystemPromptDiff

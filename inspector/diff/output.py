@@ -32,4 +32,6 @@ def diff_output(a: dict[str, Any], b: dict[str, Any]) -> OutputDiff:
             parts.append("tool calls differ")
         parts.extend(f"{f.name} {show(f.a)} → {show(f.b)}" for f in fields if f.changed and f.name != "error")
         summary = "Output differs: " + ", ".join(parts) + "." if parts else "Output differs."
-    return OutputDiff(identical, text_same, ops, calls_same, calls, fields, summary)
+    return OutputDiff(
+        "identical" if identical else "changed", identical, text_same, ops, calls_same, calls, fields, summary
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from prompttap.inspector.diff.model import ContextDiff, SnippetChange, SystemPromptDiff
+from prompttap.inspector.diff.model import ContextDiff, RunStatus, SnippetChange, SystemPromptDiff, SystemPromptStatus
 from prompttap.inspector.diff.text import line_diff, similarity, word_ops
 from prompttap.inspector.diff.values import plural
 from prompttap.schemas.templates import context_blocks, normalize, template_of
@@ -58,30 +58,30 @@ def diff_system_prompt(a: str, b: str) -> SystemPromptDiff:
     kinds = [k for k in [*values_a, *(k for k in values_b if k not in values_a)] if k != "context"]
     changed_values = [k for k in kinds if values_a.get(k) != values_b.get(k)]
     lines = line_diff(ia, ib)
-    identical = a == b
     same_instructions = ia == ib
     n_changed = sum(1 for line in lines if line.kind != "same")
+    status: SystemPromptStatus
     if not a and not b:
-        summary = "No system prompt."
-    elif identical:
-        summary = "System prompt identical."
+        status, summary = "absent", "No system prompt."
+    elif a == b:
+        status, summary = "identical", "System prompt identical."
     elif not a or not b:
-        summary = f"System prompt only in {'B' if not a else 'A'}."
+        status, summary = ("only_a", "System prompt only in A.") if b == "" else ("only_b", "System prompt only in B.")
+    elif same_instructions and values_a.get("context") != values_b.get("context"):
+        status, summary = "instructions_identical", "System prompt instructions identical."
     elif same_instructions:
-        context_changed = values_a.get("context") != values_b.get("context")
-        summary = (
-            "System prompt instructions identical." if context_changed else "System prompt differs only in whitespace."
-        )
+        status, summary = "whitespace", "System prompt differs only in whitespace."
+    elif ta.id == tb.id and changed_values:
+        status = "values_changed"
+        summary = f"System prompt: same template, per-request values changed ({', '.join(changed_values)})."
     elif ta.id == tb.id:
-        summary = (
-            f"System prompt: same template, per-request values changed ({', '.join(changed_values)})."
-            if changed_values
-            else "System prompt: same template, whitespace differs."
-        )
+        status, summary = "whitespace", "System prompt: same template, whitespace differs."
     else:
+        status = "instructions_changed"
         summary = f"System prompt instructions changed ({n_changed} {plural(n_changed, 'line')})."
     return SystemPromptDiff(
-        identical=identical,
+        status=status,
+        text_identical=a == b,
         instructions_identical=same_instructions,
         same_template=ta.id == tb.id,
         changed_values=changed_values,
@@ -152,9 +152,10 @@ def diff_snippets(sa: list[str], sb: list[str]) -> ContextDiff:
     reordered = order != sorted(order)
     replaced = min(counts["added"], counts["removed"])
     identical = sa == sb
-    if not sa and not sb:
+    status: RunStatus = "absent" if not sa and not sb else "identical" if identical else "changed"
+    if status == "absent":
         summary = "No retrieved context."
-    elif identical:
+    elif status == "identical":
         summary = f"Context identical ({len(sa)} {plural(len(sa), 'snippet')})."
     else:
         parts = []
@@ -172,6 +173,7 @@ def diff_snippets(sa: list[str], sb: list[str]) -> ContextDiff:
             parts.append("order changed")
         summary = "Context: " + ", ".join(parts or ["snippet text differs"]) + "."
     return ContextDiff(
+        status=status,
         identical=identical,
         a_count=len(sa),
         b_count=len(sb),

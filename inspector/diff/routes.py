@@ -60,9 +60,16 @@ def diff_json(
     b: Annotated[str, Query(description=f"{_ID_HELP}: the side compared with A")],
 ) -> dict[str, Any]:
     """Two captures compared segment by segment (model and parameters, system prompt, retrieved
-    context, history, latest user message, tool steps, tools, output), with a plain verdict and
-    a ``blame`` hint: ``prompt`` (the app sent a different request), ``model`` (the same request
-    got a different answer) or ``none`` (identical)."""
+    context, history, latest user message, tool steps, tools, output), with a plain verdict, a
+    headline and a ``blame`` hint: ``prompt`` (the app sent a different request), ``upstream``
+    (the same request, answered by a different model: a gateway routed or fell back), ``model``
+    (the same request got a different answer) or ``none`` (identical).
+
+    Each segment's ``status`` is what its sentence in the verdict says (e.g. the system prompt's
+    ``instructions_identical``: only the retrieved context inside it differs). Flags named
+    ``*_identical`` say what they compare: the system prompt's ``text_identical`` is the whole
+    text, retrieved context included; ``instructions_identical`` leaves the context out. Each
+    field is described in the schema."""
     row_a, row_b = _load(request, a, b)
     return dataclasses.asdict(diff_captures(row_a, row_b))
 

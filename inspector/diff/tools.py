@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from prompttap.inspector.diff.model import JsonChange, ToolCallChange, ToolChange, ToolsDiff
+from prompttap.inspector.diff.model import JsonChange, RunStatus, ToolCallChange, ToolChange, ToolsDiff
 from prompttap.inspector.diff.text import pair_up
 from prompttap.inspector.diff.values import as_str, clip, parse_args, pretty, to_json
 
@@ -43,7 +43,8 @@ def diff_tools(ta: list[dict[str, Any]], tb: list[dict[str, Any]]) -> ToolsDiff:
                     f"{len(names)} {verb} ({', '.join(clip(n) for n in names[:5])}{', …' if len(names) > 5 else ''})"
                 )
         summary = "Tools: " + ("; ".join(parts) if parts else "same definitions in a different order") + "."
-    return ToolsDiff(identical, len(ta), len(tb), out, summary)
+    status: RunStatus = "absent" if not ta and not tb else "identical" if identical else "changed"
+    return ToolsDiff(status, identical, len(ta), len(tb), out, summary)
 
 
 def _keyed(tools: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:

@@ -1,23 +1,21 @@
 """The whole comparison and its verdict: every segment diffed, then who made the difference
-(``blame``), a one-line headline and a sentence per segment."""
+(``blame``), a headline that names it, and a sentence per segment (each segment's ``summary``,
+written from its ``status``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prompttap.inspector.diff.messages import diff_conversation
-from prompttap.inspector.diff.model import Blame, CaptureDiff, CaptureRef
+from prompttap.inspector.diff.model import Blame, CaptureDiff, CaptureRef, ParamsDiff
 from prompttap.inspector.diff.output import diff_output
-from prompttap.inspector.diff.params import diff_params
+from prompttap.inspector.diff.params import AnswerSwap, answer_swap, diff_params
 from prompttap.inspector.diff.prompt import diff_context, diff_system_prompt
 from prompttap.inspector.diff.tools import diff_tools
 from prompttap.inspector.diff.values import as_str, dicts
 
-BLAME_HEADLINES: dict[str, str] = {
-    "prompt": "The app sent a different prompt.",
-    "model": "Same prompt, the model answered differently.",
-    "none": "Identical request and answer.",
-}
+HEADLINE_SAME_PROMPT = "Same prompt, the model answered differently."
+HEADLINE_IDENTICAL = "Identical request and answer."
 
 
 def diff_captures(a: dict[str, Any], b: dict[str, Any]) -> CaptureDiff:
@@ -29,16 +27,20 @@ def diff_captures(a: dict[str, Any], b: dict[str, Any]) -> CaptureDiff:
     tools = diff_tools(dicts(a.get("tools")), dicts(b.get("tools")))
     output = diff_output(a, b)
 
-    request_same = (
-        params.request_identical
-        and system.identical
-        and history.identical
-        and turn.identical
-        and steps.identical
-        and tools.identical
-    )
+    prompt_same = system.text_identical and history.identical and turn.identical and steps.identical
+    prompt_same = prompt_same and tools.identical
+    request_same = params.request_identical and prompt_same
     response_same = output.identical and not any(r.changed for r in params.rows if r.side == "response")
-    blame: Blame = "none" if request_same and response_same else "model" if request_same else "prompt"
+    swap = answer_swap(params) if request_same else None
+    blame: Blame
+    if not request_same:
+        blame, headline = "prompt", _app_headline(params, prompt_same)
+    elif swap is not None:
+        blame, headline = "upstream", _upstream_headline(swap)
+    elif not response_same:
+        blame, headline = "model", HEADLINE_SAME_PROMPT
+    else:
+        blame, headline = "none", HEADLINE_IDENTICAL
 
     notes = []
     for label, row in (("A", a), ("B", b)):
@@ -50,14 +52,14 @@ def diff_captures(a: dict[str, Any], b: dict[str, Any]) -> CaptureDiff:
         notes.append("The request bodies still differ outside the compared fields (key order or other keys).")
 
     sentences = [params.summary, system.summary]
-    if context.a_count or context.b_count:
+    if context.status != "absent":
         sentences.append(context.summary)
-    if history.a_count or history.b_count:
+    if history.status != "absent":
         sentences.append(history.summary)
     sentences.append(turn.summary)
-    if steps.a_count or steps.b_count:
+    if steps.status != "absent":
         sentences.append(steps.summary)
-    if tools.a_count or tools.b_count:
+    if tools.status != "absent":
         sentences.append(tools.summary)
     sentences.append(output.summary)
 
@@ -66,7 +68,7 @@ def diff_captures(a: dict[str, Any], b: dict[str, Any]) -> CaptureDiff:
         b=_ref(b),
         verdict=" ".join(sentences),
         blame=blame,
-        headline=BLAME_HEADLINES[blame],
+        headline=headline,
         notes=notes,
         params=params,
         system_prompt=system,
@@ -79,6 +81,29 @@ def diff_captures(a: dict[str, Any], b: dict[str, Any]) -> CaptureDiff:
     )
 
 
+def _app_headline(params: ParamsDiff, prompt_same: bool) -> str:
+    """What the app changed: "The app asked for a different model and sent a different prompt."."""
+    changed = {r.name for r in params.rows if r.changed and r.side == "request"}
+    clauses = []
+    if "model" in changed:
+        clauses.append("asked for a different model")
+    if "api" in changed:
+        clauses.append("used a different API")
+    if changed - {"model", "api"}:
+        clauses.append("changed the parameters")
+    if not prompt_same:
+        clauses.append("sent a different prompt")
+    if not clauses:
+        return "The app sent a different request."
+    listed = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
+    return f"The app {listed}."
+
+
+def _upstream_headline(swap: AnswerSwap) -> str:
+    than = " than requested" if swap.requested else ""
+    return f"Same prompt, but the upstream answered with a different model{than} ({swap.detail()})."
+
+
 def _ref(row: dict[str, Any]) -> CaptureRef:
     return CaptureRef(
         id=as_str(row.get("id")),
@@ -86,6 +111,7 @@ def _ref(row: dict[str, Any]) -> CaptureRef:
         route=as_str(row.get("route")),
         api=as_str(row.get("api")),
         model=as_str(row.get("model")),
+        response_model=as_str(row.get("response_model")),
         status_code=int(row.get("status_code") or 0),
         outcome=as_str(row.get("outcome")),
         thread_id=as_str(row.get("thread_id")),
