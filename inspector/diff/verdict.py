@@ -27,8 +27,7 @@ def diff_captures(a: dict[str, Any], b: dict[str, Any]) -> CaptureDiff:
     tools = diff_tools(dicts(a.get("tools")), dicts(b.get("tools")))
     output = diff_output(a, b)
 
-    prompt_same = system.text_identical and history.identical and turn.identical and steps.identical
-    prompt_same = prompt_same and tools.identical
+    prompt_same = system.text_identical and all(s.identical for s in (history, turn, steps, tools))
     request_same = params.request_identical and prompt_same
     response_same = output.identical and not any(r.changed for r in params.rows if r.side == "response")
     swap = answer_swap(params) if request_same else None
