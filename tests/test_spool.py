@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from prompttap.collector import spool as spool_mod
-from prompttap.collector.spool import HDR, Spool, SpoolFull
+from prompttap.collector.spool import HDR, Spool, SpoolFull, disk
 
 REC = 22  # record header bytes
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_a_plan_is_read_alike_in_another_process_and_ends_where_it_was_made(open
     sp.append(b"after the plan")
     code = (
         "import pickle, sys\n"
-        "from collector.spool import read_planned\n"
+        "from prompttap.collector.spool import read_planned\n"
         "sys.stdout.buffer.write(pickle.dumps(read_planned(pickle.loads(sys.stdin.buffer.read()))))\n"
     )
     root = str(Path(__file__).resolve().parent.parent)
@@ -208,7 +208,7 @@ def test_background_fsync_thread_runs(open_spool):
 
 def test_second_open_is_locked(open_spool, tmp_path, monkeypatch):
     open_spool()
-    monkeypatch.setattr(spool_mod, "_LOCK_TIMEOUT", 0.1)
+    monkeypatch.setattr(disk, "LOCK_TIMEOUT", 0.1)
     with pytest.raises(RuntimeError, match="in use"):
         Spool(tmp_path / "spool", ["a"])
 
@@ -537,7 +537,7 @@ def test_short_write_then_error_leaves_no_torn_record(open_spool, tmp_path, monk
     sp.append(b"a" * 100)
     (seg,) = segs(d)
     size = seg.stat().st_size
-    real, calls = spool_mod._write, []
+    real, calls = disk.write, []
 
     def flaky(fd, data):
         calls.append(len(data))
@@ -545,12 +545,12 @@ def test_short_write_then_error_leaves_no_torn_record(open_spool, tmp_path, monk
             return real(fd, bytes(data[: len(data) // 2]))  # short write...
         raise OSError(err, os.strerror(err))  # ...and the retry of the rest fails
 
-    monkeypatch.setattr(spool_mod, "_write", flaky)
+    monkeypatch.setattr(disk, "write", flaky)
     with pytest.raises(SpoolFull if err == errno.ENOSPC else OSError) as exc:
         sp.append(b"b" * 100)
     assert (exc.type is SpoolFull) == (err == errno.ENOSPC)
     assert seg.stat().st_size == size
-    monkeypatch.setattr(spool_mod, "_write", real)
+    monkeypatch.setattr(disk, "write", real)
     sp.append(b"c" * 100)
     assert read_all(sp) == [b"a" * 100, b"c" * 100]
     assert sp.stats()["append_errors_total"] == 1
@@ -562,10 +562,10 @@ def test_short_write_then_error_leaves_no_torn_record(open_spool, tmp_path, monk
 
 def test_short_writes_are_completed(open_spool, monkeypatch):
     sp = open_spool()
-    real = spool_mod._write
-    monkeypatch.setattr(spool_mod, "_write", lambda fd, data: real(fd, bytes(data[:7])))
+    real = disk.write
+    monkeypatch.setattr(disk, "write", lambda fd, data: real(fd, bytes(data[:7])))
     sp.append(b"q" * 100)
-    monkeypatch.setattr(spool_mod, "_write", real)
+    monkeypatch.setattr(disk, "write", real)
     assert read_all(sp) == [b"q" * 100]
 
 
@@ -576,7 +576,7 @@ def test_failed_fsync_rewrites_unsynced_records_into_new_segment(open_spool, tmp
     sp.sync()
     sp.append(b"r1")
     sp.append(b"r2")
-    real, failed = spool_mod._fsync, []
+    real, failed = disk.fsync, []
 
     def eio_once(fd):
         if not failed:
@@ -584,7 +584,7 @@ def test_failed_fsync_rewrites_unsynced_records_into_new_segment(open_spool, tmp
             raise OSError(errno.EIO, "Input/output error")
         real(fd)
 
-    monkeypatch.setattr(spool_mod, "_fsync", eio_once)
+    monkeypatch.setattr(disk, "fsync", eio_once)
     sp.sync()
     st = sp.stats()
     assert st["fsync_errors_total"] == 1 and st["rewritten_records_total"] == 2 and "Input/output" in st["last_error"]

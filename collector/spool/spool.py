@@ -1,110 +1,27 @@
-"""Durable, append-only, multi-consumer on-disk spool for captures.
-
-Promises: a record survives kill -9 once ``append`` returned (plain ``os.write`` on an O_APPEND fd), and
-power loss once the background fsync (every ``fsync_interval`` s when dirty) or ``sync()`` covered it.
-Delivery is at-least-once per consumer; records leave only when every registered consumer acked them,
-never by age or count.
-
-Directory layout:
-  00000000000000000001.seg  segments, sorted by name. Every open starts a fresh one, so a recovered segment
-                            is never appended to again (a cursor ahead of lost data can't land mid-record).
-  cursor-<consumer>.pos     acked position, replaced atomically (tmp, fsync, rename, fsync dir)
-  LOCK                      flock'd while open: two processes appending to one spool would interleave
-
-Segment header (20 B): b"PTSPOL", version u16, base_seq u64 (seq of its first record), crc32 of the first
-16 B. The first 8 bytes stay fixed in future versions, so a newer segment is recognised and left alone.
-Record: b"\\xc5\\x01", length u32, seq u64, crc32(payload) u32, crc32(first 18 B) u32, payload. The header
-crc tells a flipped length from a torn tail and lets readers resync on the next valid header. seq is only
-used for ``pending`` accounting and resync plausibility, never to filter records.
-"""
+"""The Spool: append from any thread, fsync in the background, read and ack per consumer, free what
+every consumer passed. Its files are ``disk``'s; opening one is ``recovery``'s; reads are ``reads``'."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import errno
-import fcntl
 import os
 import re
-import struct
 import threading
-import time
 import weakref
-import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
-VERSION = 1
-_SEG = struct.Struct("<6sHQI")  # magic, version, base_seq, crc
-_SEG_MAGIC = b"PTSPOL"
-HDR = _SEG.size
-_REC = struct.Struct("<2sIQII")  # magic, length, seq, payload crc, header crc
-_REC_MAGIC = b"\xc5\x01"
-_CUR = struct.Struct("<4sBQQQI")  # magic, version, segment, offset, seq, crc
-_CUR_MAGIC = b"PTCU"
-_SEG_RE = re.compile(r"^(\d{20})\.seg$")
+from prompttap.collector.spool import disk, recovery
+from prompttap.collector.spool.disk import FULL_ERRNOS, HDR, REC, Seg
+from prompttap.collector.spool.reads import Batch, ReadPlan, read_planned
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _UNSYNCED_CAP = 256 * 2**20  # memory kept for fsyncgate rewrites; beyond it we can only report
-_SCAN_CHUNK = 2**20
-_LOCK_TIMEOUT = 5.0  # a crashed predecessor's lock goes away with its fds; a live one is a misconfiguration
-_NO_LIMIT = 1 << 62
-
-# Fault-injection seams (tests patch these instead of the global os module).
-_write = os.write
-_fsync = os.fsync
 
 
 class SpoolFull(Exception):
     """append refused because max_bytes would be exceeded or the disk is full; nothing was left behind."""
-
-
-class Pos(NamedTuple):
-    seg: int
-    off: int
-    seq: int  # seq of the next record expected; only feeds pending()
-
-
-@dataclass
-class Batch:
-    """Records read for one consumer, from start to end. A reader in another process may leave
-    ``records`` empty (the caller has what it made of them); ``seqs`` always lists what was read."""
-
-    consumer: str
-    records: list[bytes]
-    seqs: list[int]
-    start: Pos
-    end: Pos
-    corrupt: list[tuple[int, int]] = field(default_factory=list)  # (segment, offset) of damage passed
-
-
-@dataclass(frozen=True)
-class ReadPlan:
-    """A consumer's next read, fixed under the spool's lock, so that any process can carry it out
-    (``read_planned``): the records stay where they are until a reader needs them."""
-
-    consumer: str
-    dir: Path
-    start: Pos
-    segments: tuple[tuple[int, int, int], ...]  # (id, committed size, base seq) from the start segment on
-    active: int
-    max_records: int
-    max_bytes: int
-
-    @property
-    def empty(self) -> bool:
-        """Nothing written after the start: reading would find no record."""
-        return all(size <= max(self.start.off if sid == self.start.seg else 0, HDR) for sid, size, _ in self.segments)
-
-
-@dataclass
-class _Seg:
-    id: int
-    size: int  # committed bytes; readers never look past it
-    base: int  # seq of its first record, 0 when the header is damaged
-    header_ok: bool = True
 
 
 class _Handles:
@@ -124,102 +41,6 @@ class _Handles:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.sealed, self.active, self.dir, self.lock = [], None, None, None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view, done = memoryview(data), 0
-    while done < len(data):
-        n = _write(fd, view[done:])
-        if n <= 0:
-            raise OSError(errno.ENOSPC, "write made no progress")
-        done += n
-
-
-def _frame(seq: int, payload: bytes) -> bytes:
-    head = struct.pack("<2sIQI", _REC_MAGIC, len(payload), seq, zlib.crc32(payload))
-    return b"".join((head, struct.pack("<I", zlib.crc32(head)), payload))
-
-
-def _header(buf: bytes) -> tuple[int, int, int] | None:
-    """(length, seq, payload crc) if buf starts with a valid record header."""
-    if len(buf) < _REC.size:
-        return None
-    magic, length, seq, pcrc, hcrc = _REC.unpack_from(buf)
-    if magic != _REC_MAGIC or zlib.crc32(buf[: _REC.size - 4]) != hcrc:
-        return None
-    return length, seq, pcrc
-
-
-def _resync(fd: int, start: int, end: int, min_seq: int) -> int:
-    """Offset of the next fully valid record in [start, end), else end."""
-    off = start
-    while off < end:
-        chunk = os.pread(fd, min(_SCAN_CHUNK, end - off), off)
-        if not chunk:
-            break
-        i = chunk.find(_REC_MAGIC)
-        while i != -1:
-            cand = off + i
-            h = _header(os.pread(fd, _REC.size, cand))
-            ok = h is not None and h[1] >= min_seq and cand + _REC.size + h[0] <= end
-            if ok and h and zlib.crc32(os.pread(fd, h[0], cand + _REC.size)) == h[2]:
-                return cand
-            i = chunk.find(_REC_MAGIC, i + 1)
-        off += max(1, len(chunk) - 1)  # 1-byte overlap: the 2-byte magic may straddle chunks
-    return end
-
-
-def _next(fd: int, off: int, end: int, min_seq: int, budget: int) -> tuple[str, int, int, bytes]:
-    """Item at off: ("rec", next, seq, payload); ("bad", next, seq or 0, b"") for a corrupt span;
-    ("full", off, 0, b"") if the record exceeds budget; ("end", end, 0, b"")."""
-    if off >= end:
-        return "end", end, 0, b""
-    h = _header(os.pread(fd, _REC.size, off))
-    if h is not None and off + _REC.size + h[0] <= end:
-        length, seq, pcrc = h
-        if length > budget:
-            return "full", off, 0, b""
-        payload = os.pread(fd, length, off + _REC.size) if length else b""
-        nxt = off + _REC.size + length
-        if len(payload) == length and zlib.crc32(payload) == pcrc:
-            return "rec", nxt, seq, payload
-        return "bad", nxt, seq, b""  # header crc vouches for the length: skip exactly this record
-    return "bad", _resync(fd, off + 1, end, min_seq), 0, b""
-
-
-def read_planned(plan: ReadPlan) -> Batch:
-    """Carry out a ``ReadPlan``: only the spool's files are read, so this runs in any process. Segments
-    only ever grow, and a plan reads no further than their committed size, so no record is half there."""
-    pos, records, seqs, used, corrupt = plan.start, [], [], 0, []
-    for sid, size, base in plan.segments:
-        if sid != pos.seg:
-            pos = Pos(sid, HDR, max(pos.seq, base))
-        try:
-            fd = os.open(_seg_path(plan.dir, sid), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:  # deleted behind our back: nothing to read there
-            pos = pos._replace(off=max(size, HDR))
-            continue
-        try:
-            off, seq, kind = max(pos.off, HDR), pos.seq, "end"
-            while len(records) < plan.max_records:
-                kind, nxt, rseq, payload = _next(fd, off, size, seq, plan.max_bytes - used if records else _NO_LIMIT)
-                if kind in ("end", "full"):
-                    break
-                if kind == "rec":
-                    records.append(payload)
-                    seqs.append(rseq)
-                    used += len(payload)
-                else:
-                    corrupt.append((sid, off))
-                if kind == "rec" or rseq:  # a corrupt span has a seq only if its header was intact
-                    seq = max(seq, rseq + 1)
-                off = nxt
-            pos = Pos(sid, off, seq)
-        finally:
-            os.close(fd)
-        if kind == "full" or len(records) >= plan.max_records or sid == plan.active:
-            break
-    return Batch(plan.consumer, records, seqs, plan.start, pos, corrupt)
 
 
 class Spool:
@@ -245,9 +66,6 @@ class Spool:
         self._sync_lock = threading.Lock()  # one fsync round at a time; guards the sealed fds it closes
         self._h = _Handles()
         self._finalizer = weakref.finalize(self, self._h.close)  # a dropped Spool leaks no fd or thread
-        self._segs: dict[int, _Seg] = {}
-        self._skipped: dict[str, str] = {}  # future-version or unreadable segments: never read or deleted
-        self._cursors: dict[str, Pos] = {}
         self._unsynced: collections.deque[tuple[int, bytes]] = collections.deque()
         self._unsynced_bytes, self._untracked_upto = 0, -1
         self._corrupt_seen: set[tuple[int, int]] = set()
@@ -255,106 +73,24 @@ class Spool:
         counters = "corrupt_records torn_tails_truncated bad_segment_headers cursor_resets appended_total"
         counters += " append_errors_total fsync_errors_total rewritten_records_total"
         self._n = dict.fromkeys(counters.split(), 0)
-        self._last_error: str | None = None
-        self._h.lock = _lock_dir(self._dir / "LOCK")
+        self._h.lock = disk.lock_dir(self._dir / "LOCK")
         self._h.dir = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
-        self._recover(names)
+        found = recovery.scan(self._dir, names)
+        self._segs: dict[int, Seg] = found.segs
+        self._skipped = found.skipped
+        self._last_error: str | None = found.error
+        for key, n in found.counts.items():
+            self._n[key] += n
+        for sid, off in found.corrupt:
+            self._count_corrupt_locked(sid, off)
+        self._next_seq = found.next_seq
+        self._open_segment_locked(found.next_segment, sync_old=False)
+        self._cursors = {c: recovery.place(p, self._segs) for c, p in found.cursors.items()}
+        self._unlink(self._gc_locked())
         self._thread = threading.Thread(
             target=_fsync_loop, args=(weakref.ref(self), self._h.stop, fsync_interval), daemon=True
         )
         self._thread.start()
-
-    # -- recovery ---------------------------------------------------------------------------------------
-
-    def _recover(self, names: list[str]) -> None:
-        ids = sorted(int(m[1]) for n in os.listdir(self._dir) if (m := _SEG_RE.match(n)))
-        for sid in ids:
-            self._inspect(sid)
-        next_seq = max((s.base for s in self._segs.values()), default=0)
-        # Only the segment written at the crash is expected to be torn; damage elsewhere (e.g. power loss
-        # tearing the segment sealed just before) is skipped and counted by readers.
-        if last := max((s for s in self._segs.values() if s.size > HDR), key=lambda s: s.id, default=None):
-            try:
-                next_seq = max(next_seq, self._recover_tail(last))
-            except OSError as e:  # startup must not fail on spool contents; readers resync past damage
-                self._last_error = f"recovering segment {last.id}: {e!r}"
-        raw = {c: self._load_cursor(c) for c in names}
-        known = [p for p in raw.values() if p is not None]
-        # Power loss can lose records a consumer already acked: keep new seqs and segment ids above cursors.
-        self._next_seq = max([next_seq, *(p.seq for p in known)])
-        self._cur = _Seg(max([0, *ids, *(p.seg for p in known)]), 0, 0)
-        self._open_segment_locked(self._cur.id + 1, sync_old=False)
-        order = sorted(self._segs)
-        for c, p in raw.items():
-            if p is None:  # missing or corrupt: replay everything still present (duplicates, no loss)
-                self._cursors[c] = Pos(order[0], HDR, self._segs[order[0]].base)
-                continue
-            sid = next(s for s in order if s >= p.seg)  # the new active segment is always >= p.seg
-            seg = self._segs[sid]
-            self._cursors[c] = p._replace(off=max(p.off, HDR)) if sid == p.seg else Pos(sid, HDR, max(p.seq, seg.base))
-        self._unlink(self._gc_locked())
-
-    def _inspect(self, sid: int) -> None:
-        path = self._path(sid)
-        try:
-            with open(path, "rb") as f:
-                head, size = f.read(HDR), os.fstat(f.fileno()).st_size
-        except OSError as e:  # e.g. a directory or unreadable file named like a segment
-            self._skipped[path.name] = f"unreadable: {e.strerror}"
-            return
-        if head[:6] == _SEG_MAGIC and len(head) >= 8 and struct.unpack_from("<H", head, 6)[0] > VERSION:
-            self._skipped[path.name] = f"future format version {struct.unpack_from('<H', head, 6)[0]}"
-        elif size < HDR:
-            self._segs[sid] = _Seg(sid, size, 0)  # created but header never written: holds nothing
-        else:
-            magic, version, base, crc = _SEG.unpack(head)
-            ok = magic == _SEG_MAGIC and version == VERSION and zlib.crc32(head[:-4]) == crc
-            self._n["bad_segment_headers"] += not ok  # records are self-checking: salvage them anyway
-            self._segs[sid] = _Seg(sid, size, base if ok else 0, ok)
-
-    def _recover_tail(self, seg: _Seg) -> int:
-        """Scan the newest segment: count mid-segment corruption, truncate a torn tail; returns next seq."""
-        if seg.size <= HDR:
-            return seg.base
-        fd = os.open(self._path(seg.id), os.O_RDWR if seg.header_ok else os.O_RDONLY)
-        try:
-            off, next_seq, bad = HDR, seg.base, []
-            while True:
-                kind, nxt, seq, _ = _next(fd, off, seg.size, next_seq, _NO_LIMIT)
-                if kind == "end":
-                    break
-                if kind == "rec":
-                    for b in bad:  # a valid record follows: these were corrupt, not a tail
-                        self._count_corrupt_locked(seg.id, b)
-                    bad, next_seq = [], seq + 1
-                else:
-                    bad.append(off)
-                off = nxt
-            if bad and seg.header_ok:  # never truncate a file whose header we could not vouch for
-                try:
-                    os.ftruncate(fd, bad[0])
-                    _fsync(fd)
-                    seg.size = bad[0]
-                    self._n["torn_tails_truncated"] += 1
-                except OSError as e:
-                    self._last_error = f"truncating torn tail of {seg.id}: {e!r}"
-            return next_seq
-        finally:
-            os.close(fd)
-
-    def _load_cursor(self, consumer: str) -> Pos | None:
-        try:
-            data = (self._dir / f"cursor-{consumer}.pos").read_bytes()
-        except FileNotFoundError:
-            return None  # a consumer that never acked
-        except OSError:
-            data = b""
-        if len(data) == _CUR.size:
-            magic, version, seg, off, seq, crc = _CUR.unpack(data)
-            if magic == _CUR_MAGIC and version == VERSION and zlib.crc32(data[:-4]) == crc:
-                return Pos(seg, off, seq)
-        self._n["cursor_resets"] += 1
-        return None
 
     # -- writing ----------------------------------------------------------------------------------------
 
@@ -370,14 +106,14 @@ class Spool:
             except (OSError, SpoolFull) as e:
                 self._n["append_errors_total"] += 1
                 self._last_error = f"append: {e!r}"
-                if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+                if isinstance(e, OSError) and e.errno in FULL_ERRNOS:
                     raise SpoolFull(str(e)) from e
                 raise
             self._n["appended_total"] += 1
             self._cond.notify_all()
 
     def _write_locked(self, payload: bytes, check_limit: bool) -> None:
-        size = _REC.size + len(payload)
+        size = REC + len(payload)
         if check_limit and self._max_bytes is not None and self._total + size > self._max_bytes:
             if self._cur.size > HDR:  # acks can only free whole sealed segments: seal the active one
                 self._open_segment_locked(self._cur.id + 1, sync_old=True)
@@ -389,7 +125,7 @@ class Spool:
         fd, before = self._h.active, self._cur.size
         assert fd is not None
         try:
-            _write_all(fd, _frame(self._next_seq, payload))
+            disk.write_all(fd, disk.frame(self._next_seq, payload))
         except OSError:
             try:
                 os.ftruncate(fd, before)  # O_APPEND: the next write lands at `before` again
@@ -409,23 +145,14 @@ class Spool:
         self._dirty = True
 
     def _open_segment_locked(self, sid: int, sync_old: bool) -> None:
-        path = self._path(sid)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        try:
-            head = struct.pack("<6sHQ", _SEG_MAGIC, VERSION, self._next_seq)
-            _write_all(fd, head + struct.pack("<I", zlib.crc32(head)))
-        except OSError:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
+        fd = disk.create_segment(self._path(sid), self._next_seq)
         old, self._h.active = self._h.active, fd
         if old is not None:
             if sync_old:
                 self._h.sealed.append(old)
             else:
                 os.close(old)
-        self._cur = self._segs[sid] = _Seg(sid, HDR, self._next_seq)
+        self._cur = self._segs[sid] = Seg(sid, HDR, self._next_seq)
         self._dirty = self._dir_dirty = True
 
     def rotate(self) -> None:
@@ -456,9 +183,9 @@ class Spool:
             if not rewrite:
                 try:
                     for fd in fds:
-                        _fsync(fd)
+                        disk.fsync(fd)
                     if dir_dirty and self._h.dir is not None:
-                        _fsync(self._h.dir)
+                        disk.fsync(self._h.dir)
                 except OSError as e:
                     err = e
             with self._lock:
@@ -546,17 +273,9 @@ class Spool:
             cur = self._cursors[consumer]
         if batch.end[:2] <= cur[:2]:
             return  # stale or empty batch: never move a cursor backwards
-        data = _CUR.pack(_CUR_MAGIC, VERSION, *batch.end, 0)[:-4]
-        tmp, final = self._dir / f"cursor-{consumer}.pos.tmp", self._dir / f"cursor-{consumer}.pos"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            _write_all(fd, data + struct.pack("<I", zlib.crc32(data)))
-            _fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
         assert self._h.dir is not None
-        _fsync(self._h.dir)  # the cursor is durable before any segment it releases is unlinked
+        # the cursor is durable before any segment it releases is unlinked
+        disk.save_cursor(self._dir, self._h.dir, consumer, batch.end)
         with self._lock:
             self._cursors[consumer] = batch.end
             doomed = self._gc_locked()
@@ -623,25 +342,7 @@ class Spool:
             self._n["corrupt_records"] += 1
 
     def _path(self, sid: int) -> Path:
-        return _seg_path(self._dir, sid)
-
-
-def _seg_path(directory: Path, sid: int) -> Path:
-    return directory / f"{sid:020d}.seg"
-
-
-def _lock_dir(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    deadline = time.monotonic() + _LOCK_TIMEOUT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise RuntimeError(f"spool {path.parent} is in use by another process") from None
-            time.sleep(0.02)
+        return disk.seg_path(self._dir, sid)
 
 
 def _fsync_loop(ref: weakref.ref[Spool], stop: threading.Event, interval: float) -> None:
