@@ -2,7 +2,8 @@
 training lines (and the chat part of ``langfuse`` items).
 
 Tool-call ids are synthesized where the API had none and tool results paired with their
-calls; parts a format cannot carry are dropped and counted for the report.
+calls; parts a format cannot carry are dropped and counted for the report. The openai-chat
+line is ``schemas.openai_chat``'s conversion (the one a span's Langfuse input uses too).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 from prompttap.inspector.export.langfuse import dataset_item
 from prompttap.inspector.export.request import ExportError
+from prompttap.schemas.openai_chat import OpenAIChat, ToolCallIds, non_text_parts
 
 
 def answer_message(row: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -32,39 +34,6 @@ def answer_message(row: Mapping[str, Any]) -> list[dict[str, Any]]:
         "name": None,
     }
     return [message]
-
-
-class _CallIds:
-    """Tool-call ids as the chat formats need them: synthesized where the API had none
-    (Gemini, legacy function calls), and tool results paired with the call they answer
-    (by id, else by tool name, else the oldest unanswered call)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.pending: list[tuple[str, str]] = []  # (id, name) awaiting a result
-
-    def call(self, call: Mapping[str, Any]) -> str:
-        call_id = str(call.get("id") or "")
-        if not call_id:
-            self.n += 1
-            call_id = f"call_{self.n}"
-        self.pending.append((call_id, str(call.get("name") or "")))
-        return call_id
-
-    def result(self, message: Mapping[str, Any]) -> str:
-        call_id = str(message.get("tool_call_id") or "")
-        name = str(message.get("name") or "")
-        for i, (pid, _) in enumerate(self.pending):
-            if pid == call_id:
-                del self.pending[i]
-                return pid
-        for i, (pid, pname) in enumerate(self.pending):
-            if pname and pname in (name, call_id):
-                del self.pending[i]
-                return pid
-        if self.pending and not call_id:
-            return self.pending.pop(0)[0]
-        return call_id
 
 
 def _text_of(m: Mapping[str, Any]) -> str:
@@ -99,89 +68,23 @@ class Formatter:
     # --- openai-chat -----------------------------------------------------------------------
 
     def openai_chat(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        messages: list[dict[str, Any]] = []
-        if row.get("system_prompt"):
-            messages.append({"role": "system", "content": row["system_prompt"]})
-        ids = _CallIds()
-        for m in [*row.get("messages", ()), *answer_message(row)]:
-            messages.append(self._openai_message(m, ids))
+        chat = OpenAIChat(training=True, dropped=self.dropped_parts)
+        messages = chat.messages(row.get("system_prompt") or "", [*row.get("messages", ()), *answer_message(row)])
         out: dict[str, Any] = {"messages": messages}
-        tools = self._openai_tools(row.get("tools") or ())
+        tools = chat.tools(row.get("tools") or ())
         if tools:
             out["tools"] = tools
         return out
 
-    def _openai_message(self, m: Mapping[str, Any], ids: _CallIds) -> dict[str, Any]:
-        role = str(m.get("role") or "")
-        text = _text_of(m)
-        if role == "user":
-            return {"role": "user", "content": self._openai_user_content(m, text)}
-        if role == "assistant":
-            out: dict[str, Any] = {"role": "assistant"}
-            calls = [
-                {
-                    "id": ids.call(c),
-                    "type": "function",
-                    "function": {"name": str(c.get("name") or ""), "arguments": str(c.get("arguments") or "{}")},
-                }
-                for c in m.get("tool_calls") or ()
-                if isinstance(c, dict)
-            ]
-            self._drop_parts(m, keep=("text",))
-            if text or not calls:
-                out["content"] = text
-            if calls:
-                out["tool_calls"] = calls
-            return out
-        if role == "tool":
-            return {"role": "tool", "tool_call_id": ids.result(m), "content": text}
-        if role in ("system", "developer"):
-            return {"role": "system", "content": text}
-        return {"role": role, "content": text}  # the validator says why it cannot stay
-
-    def _openai_user_content(self, m: Mapping[str, Any], text: str) -> str | list[dict[str, Any]]:
-        parts = [p for p in m.get("parts") or () if isinstance(p, dict)]
-        if not any(p.get("type") == "image" for p in parts):
-            self._drop_parts(m, keep=("text",))
-            return text
-        out: list[dict[str, Any]] = []
-        for p in parts:
-            if p.get("type") == "text":
-                out.append({"type": "text", "text": str(p.get("text") or "")})
-            elif p.get("type") == "image" and _image_url(p):
-                image: dict[str, Any] = {"url": _image_url(p)}
-                if p.get("detail") in ("low", "high", "auto"):
-                    image["detail"] = p["detail"]
-                out.append({"type": "image_url", "image_url": image})
-            else:
-                self.dropped_parts[str(p.get("type"))] += 1
-        return out
-
-    def _drop_parts(self, m: Mapping[str, Any], keep: tuple[str, ...]) -> None:
-        for p in m.get("parts") or ():
-            if isinstance(p, dict) and p.get("type") not in keep:
-                self.dropped_parts[str(p.get("type"))] += 1
-
-    @staticmethod
-    def _openai_tools(tools: Any) -> list[dict[str, Any]]:
-        out = []
-        for t in tools:
-            if not isinstance(t, dict) or t.get("type"):  # provider-side tools have no function schema
-                continue
-            fn: dict[str, Any] = {"name": str(t.get("name") or "")}
-            if t.get("description"):
-                fn["description"] = str(t["description"])
-            params = t.get("parameters")
-            fn["parameters"] = params if isinstance(params, dict) and params else {"type": "object", "properties": {}}
-            out.append({"type": "function", "function": fn})
-        return out
+    def _drop_parts(self, m: Mapping[str, Any]) -> None:
+        self.dropped_parts.update(non_text_parts(m))
 
     # --- anthropic -------------------------------------------------------------------------
 
     def anthropic(self, row: Mapping[str, Any]) -> dict[str, Any]:
         system = [row["system_prompt"]] if row.get("system_prompt") else []
         messages: list[dict[str, Any]] = []
-        ids = _CallIds()
+        ids = ToolCallIds()
 
         def push(role: str, blocks: list[dict[str, Any]]) -> None:
             if messages and messages[-1]["role"] == role:
@@ -198,7 +101,7 @@ class Formatter:
                 push("user", self._anthropic_user_blocks(m, text))
             elif role == "assistant":
                 blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-                self._drop_parts(m, keep=("text",))
+                self._drop_parts(m)
                 for c in m.get("tool_calls") or ():
                     if isinstance(c, dict):
                         block_id = ids.call(c)
@@ -285,13 +188,13 @@ class Formatter:
             if role in ("system", "developer"):
                 system.append(text)
             elif role == "user":
-                self._drop_parts(m, keep=("text",))
+                self._drop_parts(m)
                 if turns and turns[-1]["from"] == "human":  # ShareGPT alternates: merge
                     turns[-1]["value"] += "\n\n" + text
                 else:
                     turns.append({"from": "human", "value": text})
             elif role == "assistant":
-                self._drop_parts(m, keep=("text",))
+                self._drop_parts(m)
                 calls = [
                     {"name": str(c.get("name") or ""), "arguments": _json_object(c.get("arguments"))}
                     for c in m.get("tool_calls") or ()

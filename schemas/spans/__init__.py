@@ -21,9 +21,9 @@ This package is the public entry point; its modules, one job each:
 - ``mapping``: ``span_of``, assembling the parts below
 - ``facts``: what the mapping reads from a row, parsed once; the span's ids
 - ``genai``: the GenAI semantic conventions' attributes (and the server/HTTP ones beside them)
-- ``langfuse``: Langfuse's attributes
+- ``langfuse``: Langfuse's attributes (its content in OpenAI's chat shape: ``schemas.openai_chat``)
 - ``otel_rows``: ``otel_traces`` rows
-- ``bounds``: attribute values within size limits; ``values``: typed reads of row values
+- ``bounds``: attribute values that say something, within size limits
 - ``model``: ``CaptureSpan`` and the scope/resource it is exported with
 """
 

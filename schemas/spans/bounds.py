@@ -1,13 +1,13 @@
-"""Attribute values within bounds: every string at most ``MAX_ATTR_BYTES``, lists and their
-items capped, and JSON content shortened so it stays valid JSON where possible."""
+"""Attribute values that say something, within bounds: empty values left out, every string at
+most ``MAX_ATTR_BYTES``, lists and their items capped, and JSON content shortened so it stays
+valid JSON where possible."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
 from prompttap.schemas.spans.model import AttrValue
+from prompttap.schemas.values import dumps
 
 MAX_ATTR_BYTES = 64 * 1024  # per string attribute; OTLP receivers and Langfuse cope with this
 MAX_LIST_ITEMS = 128
@@ -15,19 +15,11 @@ MAX_ITEM_BYTES = 1024  # per element of a string-list attribute (tags, stop sequ
 TRUNCATION_MARK = "…[truncated by prompttap]"
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON text that OTLP's UTF-8 strings can carry."""
-    try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # lone surrogates, or an int too big for orjson: the slow, forgiving way
-        return _clean(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
-
-
-def _clean(text: str) -> str:
-    # Lone surrogates (a client cut an emoji in half) cannot be encoded as OTLP's UTF-8 strings.
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "replace").decode("utf-8")
+def put(a: dict[str, Any], key: str, value: Any) -> None:
+    """Set an attribute unless it is empty: absent beats a misleading ''/0-length value."""
+    if value is None or value == "" or (isinstance(value, list) and not value):
+        return
+    a[key] = value
 
 
 def clip(text: str, limit: int = MAX_ATTR_BYTES) -> str:

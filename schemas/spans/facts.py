@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prompttap.schemas.spans.values import as_dicts, as_float, as_int, as_json, as_str
+from prompttap.schemas.values import as_dicts, as_float, as_int, as_json, as_str
 
 # gen_ai.operation.name per api (the conventions' well-known values); "" for the others.
 OPERATIONS = {

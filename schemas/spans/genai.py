@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from prompttap.schemas.spans.bounds import put
 from prompttap.schemas.spans.facts import Facts
-from prompttap.schemas.spans.values import as_float, as_int, as_str, first_of, put
+from prompttap.schemas.values import as_float, as_int, as_str, first_of
 
 _PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "ollama": "ollama", "gemini": "gcp.gemini"}
 # APIs whose system text came from system/developer messages in the history (the conventions
@@ -103,7 +104,7 @@ def content_attrs(f: Facts, put_json: Callable[[str, Any], None]) -> None:
             reason = "error"
         put_json("gen_ai.output.messages", [{"role": "assistant", "parts": parts, "finish_reason": reason}])
     if f.tools:
-        put_json("gen_ai.tool.definitions", [tool_definition(t) for t in f.tools])
+        put_json("gen_ai.tool.definitions", [_tool_definition(t) for t in f.tools])
 
 
 def transport_attrs(f: Facts, a: dict[str, Any]) -> None:
@@ -224,8 +225,7 @@ def _json_or(c: dict[str, Any]) -> Any:
     return args
 
 
-def tool_definition(t: dict[str, Any]) -> dict[str, Any]:
-    """A normalized tool in the conventions' tool definition shape."""
+def _tool_definition(t: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"type": as_str(t.get("type")) or "function", "name": as_str(t.get("name"))}
     if t.get("description"):
         out["description"] = as_str(t.get("description"))

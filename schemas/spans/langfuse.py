@@ -8,10 +8,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prompttap.schemas.spans.bounds import dumps
+from prompttap.schemas.openai_chat import OpenAIChat
+from prompttap.schemas.spans.bounds import put
 from prompttap.schemas.spans.facts import Facts
-from prompttap.schemas.spans.genai import tool_definition
-from prompttap.schemas.spans.values import as_float, as_int, as_str, put
+from prompttap.schemas.values import as_float, as_int, as_str, dumps
 
 _OBSERVATION_TYPES = {
     "chat": "generation",
@@ -26,10 +26,10 @@ def langfuse_attrs(f: Facts, a: dict[str, Any], put_json: Callable[[str, Any], N
     row = f.row
     put(a, "langfuse.observation.type", _OBSERVATION_TYPES.get(f.op, "span"))
     if f.api != "unknown":
-        lf_input: Any = [{"role": "system", "content": f.system}] if f.system else []
-        lf_input += [_chatml(m) for m in f.messages]
+        chat = OpenAIChat()  # as captured: Langfuse shows what was sent
+        lf_input: Any = chat.messages(f.system, f.messages)
         if f.tools:  # beside the messages, as the langfuse OpenAI integration sends them
-            lf_input = {"messages": lf_input, "tools": [_openai_tool(t) for t in f.tools]}
+            lf_input = {"messages": lf_input, "tools": chat.tools(f.tools)}
         if f.messages or f.system:
             put_json("langfuse.observation.input", lf_input)
         output = _langfuse_output(f)
@@ -106,53 +106,13 @@ def _iso(ns: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _openai_tool(t: dict[str, Any]) -> dict[str, Any]:
-    fn = {k: v for k, v in tool_definition(t).items() if k != "type"}
-    return {"type": "function", "function": fn}
-
-
-def _chatml(m: dict[str, Any]) -> dict[str, Any]:
-    """A normalized message in OpenAI's chat shape, which Langfuse's UI renders best."""
-    out: dict[str, Any] = {"role": as_str(m.get("role")) or "user"}
-    parts = [p for p in m.get("parts") or [] if isinstance(p, dict)]
-    if parts:
-        out["content"] = [_chatml_part(p) for p in parts]
-    else:
-        out["content"] = as_str(m.get("content"))
-    calls = [c for c in m.get("tool_calls") or [] if isinstance(c, dict)]
-    if calls:
-        out["tool_calls"] = [_openai_call(c) for c in calls]
-    if m.get("tool_call_id"):
-        out["tool_call_id"] = as_str(m.get("tool_call_id"))
-    if m.get("name"):
-        out["name"] = as_str(m.get("name"))
-    return out
-
-
-def _chatml_part(p: dict[str, Any]) -> dict[str, Any]:
-    if p.get("type") == "text":
-        return {"type": "text", "text": as_str(p.get("text"))}
-    if p.get("type") == "image" and p.get("url"):
-        return {"type": "image_url", "image_url": {"url": as_str(p.get("url"))}}
-    return dict(p)
-
-
-def _openai_call(c: dict[str, Any]) -> dict[str, Any]:
-    args = c.get("arguments")
-    return {
-        "id": as_str(c.get("id")),
-        "type": "function",
-        "function": {"name": as_str(c.get("name")), "arguments": args if isinstance(args, str) else dumps(args)},
-    }
-
-
 def _langfuse_output(f: Facts) -> Any:
     if f.output_text or f.output_calls:
         out: dict[str, Any] = {"role": "assistant"}
         if f.output_text or not f.output_calls:
             out["content"] = f.output_text
         if f.output_calls:
-            out["tool_calls"] = [_openai_call(c) for c in f.output_calls]
+            out["tool_calls"] = [OpenAIChat().tool_call(c) for c in f.output_calls]
         return out
     if (f.op == "embeddings" or f.failed) and f.response is not None:
         return f.response  # vectors are already dropped from embedding responses

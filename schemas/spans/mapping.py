@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from prompttap.schemas.spans.bounds import bound, bounded_json, clip
+from prompttap.schemas.spans.bounds import bound, bounded_json, clip, put
 from prompttap.schemas.spans.facts import Facts, read_facts, span_ids
 from prompttap.schemas.spans.genai import content_attrs, genai_attrs, transport_attrs
 from prompttap.schemas.spans.langfuse import langfuse_attrs
 from prompttap.schemas.spans.model import CaptureSpan, SpanEvent
-from prompttap.schemas.spans.values import as_float, as_str, put
+from prompttap.schemas.values import as_float, as_str
 
 
 def span_of(row: dict[str, Any]) -> CaptureSpan:

@@ -1,7 +1,8 @@
-"""Typed reads of a capture row's loosely typed values, and setting an attribute only when it says something.
+"""Loosely typed JSON values read as types, and written as JSON text that never fails.
 
-Rows come from the enricher (JSON columns as Python objects) or from the store (JSON columns
-as text); a value of the wrong type reads as absent rather than failing the span.
+Capture rows come from the enricher (JSON columns as Python objects) or from the store (JSON
+columns as text), and their contents are whatever a client sent; a value of the wrong type
+reads as absent rather than failing what is built from it (a span, an export line).
 """
 
 from __future__ import annotations
@@ -10,12 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-
-def put(a: dict[str, Any], key: str, value: Any) -> None:
-    """Set an attribute unless it is empty: absent beats a misleading ''/0-length value."""
-    if value is None or value == "" or (isinstance(value, list) and not value):
-        return
-    a[key] = value
+import orjson
 
 
 def as_str(value: Any) -> str:
@@ -63,3 +59,18 @@ def first_of(params: dict[str, Any], keys: tuple[str, ...], convert: Callable[[A
             if value is not None:
                 return value
     return None
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text that OTLP's UTF-8 strings can carry."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # lone surrogates, or an int too big for orjson: the slow, forgiving way
+        return _clean(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+
+
+def _clean(text: str) -> str:
+    # Lone surrogates (a client cut an emoji in half) cannot be encoded as OTLP's UTF-8 strings.
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8")
