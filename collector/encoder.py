@@ -47,7 +47,8 @@ class EncoderError(RuntimeError):
 class Encoder:
     """Client side: ``encode(kind, options, records)`` returns (payload, rows, rejected)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_body_bytes: int | None = None) -> None:
+        self.max_body_bytes = max_body_bytes  # serve's --max-body-bytes (None: its default); no body decodes past it
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -70,8 +71,9 @@ class Encoder:
         import socket
 
         parent, child = socket.socketpair()
+        limit = [] if self.max_body_bytes is None else [str(self.max_body_bytes)]
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "prompttap.collector.encoder", str(child.fileno())],
+            [sys.executable, "-m", "prompttap.collector.encoder", str(child.fileno()), *limit],
             pass_fds=[child.fileno()],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))},
         )
@@ -128,14 +130,14 @@ class Encoder:
                 self._conn = None
 
 
-def serve(conn: Connection) -> None:
+def serve(conn: Connection, max_body_bytes: int | None = None) -> None:
     """The child process: answer encode requests until told to stop."""
     import orjson
     from prompttap.collector.enrich import Enricher
     from prompttap.collector.sinks.encoders import ENCODERS
     from prompttap.collector.spool import read_planned
 
-    enricher = Enricher()
+    enricher = Enricher() if max_body_bytes is None else Enricher(max_body_bytes)
     while True:
         try:
             message = conn.recv()
@@ -187,4 +189,4 @@ if __name__ == "__main__":
     compact_malloc()  # the encoder's batches are the biggest blocks it allocates
     background()  # under full load the proxy wins the CPU; the spool absorbs the encoder's lag
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(Connection(int(sys.argv[1])))
+    serve(Connection(int(sys.argv[1])), int(sys.argv[2]) if len(sys.argv) > 2 else None)
