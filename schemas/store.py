@@ -104,6 +104,12 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
 
 
+def file_literal(path: str | Path) -> str:
+    """``path`` as the ClickHouse string literal ``FROM INFILE`` / ``INTO OUTFILE`` take:
+    quoted, with its backslashes and quotes escaped."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def open_migrated(dsn: str, retention_days: int = 0) -> Any:
     """``open_store`` with the schema up to date. Raises StoreError with a one-line reason.
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 from prompttap.schemas.capture import COLUMNS, Capture, new_capture_id, record_body_bytes
-from prompttap.schemas.store import migrate, migrations, open_store
+from prompttap.schemas.store import file_literal, migrate, migrations, open_store
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,19 @@ def test_retention_ttl_is_applied_and_removed(store):
     assert "toIntervalDay(7)" in store.command("SHOW CREATE TABLE captures")
     migrate(store, retention_days=0)
     assert "TTL" not in store.command("SHOW CREATE TABLE captures").split("SETTINGS")[0].split("ORDER BY")[1]
+
+
+def test_file_literal_names_any_path_to_infile_and_outfile(store, tmp_path):
+    """The one quoting of INFILE/OUTFILE paths (the store sink, the parquet export): a path with
+    quotes and backslashes is read and written by the real engine, not cut or misparsed."""
+    folder = tmp_path / "it's a \\ dir"
+    folder.mkdir()
+    source, target = folder / "in'put\\.jsonl", folder / "out'put.csv"
+    source.write_text('{"n":1}\n{"n":2}\n')
+    store.command("CREATE TABLE IF NOT EXISTS _file_literal (n UInt8) ENGINE = Memory")
+    store.command(f"INSERT INTO _file_literal FROM INFILE {file_literal(source)} FORMAT JSONEachRow")
+    store.command(f"SELECT n FROM _file_literal ORDER BY n INTO OUTFILE {file_literal(target)} TRUNCATE FORMAT CSV")
+    assert target.read_text() == "1\n2\n"
 
 
 def test_capture_ids_are_time_ordered_uuid7():

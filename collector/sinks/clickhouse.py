@@ -14,6 +14,7 @@ from typing import Any
 
 from prompttap.collector.sinks.base import Rejected
 from prompttap.collector.sinks.encoders import ENCODERS
+from prompttap.schemas.store import file_literal
 
 # ClickHouse error names that mean "this data is wrong", not "try again later".
 DATA_ERRORS = (
@@ -51,8 +52,7 @@ class ClickHouseSink:
 
     def send_file(self, path: Path, rows: int) -> None:
         """Insert a payload from a file: the embedded engine reads and parses it, GIL released."""
-        quoted = "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
-        sql = f"INSERT INTO {self.table} FROM INFILE {quoted} FORMAT JSONEachRow"
+        sql = f"INSERT INTO {self.table} FROM INFILE {file_literal(path)} FORMAT JSONEachRow"
         if rows:
             self._insert(lambda: self.client.command(sql))
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from prompttap.inspector.export.redact import sql_params, sql_redact, sql_redact_json
 from prompttap.inspector.export.select import SELECT_SETTINGS, THREAD_KEY, Options, Selection, selection_sql
+from prompttap.schemas.store import file_literal
 
 # Small blocks and row groups, and no bloom filters: ClickHouse keeps those for the whole
 # file until its end (memory grows with the row count) and a training set has no use for them.
@@ -89,9 +90,9 @@ def parquet_sql(sel: Selection, opts: Options) -> tuple[str, dict[str, Any]]:
 def write_file(client: Any, sel: Selection, opts: Options, path: Path) -> None:
     """Write the parquet file with the embedded engine's INTO OUTFILE (chDB only)."""
     sql, params = parquet_sql(sel, opts)
-    target = str(path.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+    target = file_literal(path.resolve())
     settings = ", ".join(f"{k} = {v}" for k, v in {**PARQUET_SETTINGS, **SELECT_SETTINGS}.items())
-    client.command(f"{sql} SETTINGS {settings} INTO OUTFILE '{target}' TRUNCATE FORMAT Parquet", parameters=params)
+    client.command(f"{sql} SETTINGS {settings} INTO OUTFILE {target} TRUNCATE FORMAT Parquet", parameters=params)
 
 
 def stream(client: Any, sel: Selection, opts: Options, settings: dict[str, Any] | None = None) -> Iterator[bytes]:
