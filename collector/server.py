@@ -31,7 +31,6 @@ from prompttap.collector.proxy import Proxy
 from prompttap.collector.recorder import Recorder
 from prompttap.collector.sinks.base import Sink
 from prompttap.collector.sinks.clickhouse import ClickHouseSink
-from prompttap.collector.sinks.faults import with_faults
 from prompttap.collector.spool import Spool
 from prompttap.schemas.store import open_migrated
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -117,8 +116,7 @@ class App:
             remote = sinks_from_env(os.environ)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        sinks: list[Sink] = [ClickHouseSink(self.store), OtelTracesSink(self.store), *remote]
-        return [with_faults(s) for s in sinks]
+        return [ClickHouseSink(self.store), OtelTracesSink(self.store), *remote]
 
     def _recent_threads(self) -> list[dict[str, Any]]:
         """Recent conversations, oldest first, so thread inference continues across restarts."""

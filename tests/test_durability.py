@@ -20,6 +20,7 @@ import pytest
 
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap, query_store
+from tests.sink_faults import FaultyPrompttap
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +82,14 @@ def stored_nonces(home: Path) -> tuple[dict[str, int], int]:
     return {n: int(c) for n, c in rows if n}, int(raw)
 
 
+def tried(pt: Prompttap, sink: str, timeout: float = 30.0) -> dict:
+    """The health once ``sink`` has tried (and failed) to export at least once."""
+    deadline = time.monotonic() + timeout
+    while not (health := pt.health())["sinks"][sink]["failed_exports"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return health
+
+
 def test_kill_9_under_load_loses_nothing(fake: FakeUpstream, tmp_path: Path):
     home = tmp_path / "pt"
     rnd = random.Random(20261125)
@@ -114,7 +123,7 @@ def test_kill_9_under_load_loses_nothing(fake: FakeUpstream, tmp_path: Path):
 def test_store_down_then_back(fake: FakeUpstream, tmp_path: Path):
     flag = tmp_path / "store-down"
     flag.touch()
-    pt = Prompttap(tmp_path / "pt", fake.base_url, env={"PROMPTTAP_FAULT_SINK_DOWN": str(flag)}).start()
+    pt = FaultyPrompttap(tmp_path / "pt", fake.base_url, env={"PROMPTTAP_FAULT_SINK_DOWN": str(flag)}).start()
     try:
         nonces = [uuid.uuid4().hex for _ in range(40)]
         with httpx.Client() as client:
@@ -124,8 +133,7 @@ def test_store_down_then_back(fake: FakeUpstream, tmp_path: Path):
                     json={"model": "gpt-4o", "nonce": n, "messages": [{"role": "user", "content": n}]},
                 )
                 assert r.status_code == 200  # the traffic never notices the store is down
-        time.sleep(0.5)
-        health = pt.health()
+        health = tried(pt, "clickhouse")
         assert health["status"] == "degraded"
         assert health["sinks"]["clickhouse"]["pending"] == 40
         assert "down" in health["sinks"]["clickhouse"]["last_error"]
@@ -144,7 +152,7 @@ def test_ambiguous_inserts_are_deduplicated(fake: FakeUpstream, tmp_path: Path):
     """The store took the batch but the reply was lost: it is delivered again, stored once."""
     flag = tmp_path / "ambiguous"
     flag.touch()
-    pt = Prompttap(tmp_path / "pt", fake.base_url, env={"PROMPTTAP_FAULT_SINK_AMBIGUOUS": str(flag)}).start()
+    pt = FaultyPrompttap(tmp_path / "pt", fake.base_url, env={"PROMPTTAP_FAULT_SINK_AMBIGUOUS": str(flag)}).start()
     try:
         nonces = [uuid.uuid4().hex for _ in range(10)]
         for n in nonces:
@@ -198,7 +206,7 @@ def test_sigterm_finishes_inflight_streams_and_exits_0(fake: FakeUpstream, tmp_p
 def test_full_spool_drops_are_counted_and_traffic_flows(fake: FakeUpstream, tmp_path: Path):
     flag = tmp_path / "store-down"
     flag.touch()
-    pt = Prompttap(
+    pt = FaultyPrompttap(
         tmp_path / "pt",
         fake.base_url,
         "--spool-max-bytes",
@@ -246,7 +254,7 @@ def test_real_full_disk_under_the_spool(fake: FakeUpstream, tmp_path: Path):
     flag = tmp_path / "store-down"
     flag.touch()
     try:
-        pt = Prompttap(home, fake.base_url, env={"PROMPTTAP_FAULT_SINK_DOWN": str(flag)}).start()
+        pt = FaultyPrompttap(home, fake.base_url, env={"PROMPTTAP_FAULT_SINK_DOWN": str(flag)}).start()
         try:
             sent = []
             with httpx.Client(timeout=30) as client:
