@@ -127,7 +127,7 @@ def capture_page(request: Request, capture_id: str, replay_pending: str | None =
         "raw_request": views.pretty_body(row.get("request_body"), row.get("request_body_encoding")),
         "raw_response": views.pretty_body(row.get("response_body"), row.get("response_body_encoding")),
         "timeline": charts.stream_timeline(row.get("stream_timing") or [], row.get("duration_ms"), row.get("ttft_ms")),
-        "replay_problem": replay.availability(options, row.get("route") or "default"),
+        "replay_problem": replay.availability(options, row),
         "replay_pending": replay_pending,
         "message": request.query_params.get("message"),
     }

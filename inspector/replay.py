@@ -5,6 +5,11 @@ other exchange, with ``X-Prompttap-Replay-Of: <original id>`` (stored in ``repla
 credential is the route's configured key (``--upstream-key ROUTE=ENV_VAR``, resolved at
 start-up into ``options["upstream_keys"]``); the capture holds only a redacted key and is
 never the source of one.
+
+The key of a route goes to that route's upstream only: the proxy picks the route from the
+path's first segment, so a captured path that would land on another route (dot segments,
+plain or percent-encoded, that climb above the route's prefix; or a route added since) is
+refused rather than replayed.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ import copy
 import hashlib
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import httpx
 import orjson
 from fastapi import Request
 from prompttap.inspector import queries
 from prompttap.inspector.web import store
+from prompttap.schemas.credentials import SECRET_QUERY_KEYS
 from starlette.concurrency import run_in_threadpool
 
 # Captured request headers worth sending again (API versions and betas); the rest are the
@@ -41,8 +48,9 @@ class ReplayError(Exception):
         self.status = status
 
 
-def availability(options: dict[str, Any], route: str) -> str | None:
-    """Why a capture of ``route`` cannot be replayed, or None when it can."""
+def availability(options: Mapping[str, Any], capture: Mapping[str, Any]) -> str | None:
+    """Why ``capture`` cannot be replayed, or None when it can."""
+    route = capture.get("route") or "default"
     if not options.get("proxy_url"):
         return "Replay needs the proxy's address; it is only available when the inspector runs in `prompttap serve`."
     if not (options.get("upstream_keys") or {}).get(route):
@@ -51,6 +59,10 @@ def availability(options: dict[str, Any], route: str) -> str | None:
             f"`--upstream-key {route}=ENV_VAR` and put the key in that environment variable "
             "(the key stored in a capture is redacted and never reused)."
         )
+    try:
+        _check_route(options, _clean_path(capture.get("path") or "/", route), route)
+    except ReplayError as exc:
+        return str(exc)
     return None
 
 
@@ -118,13 +130,51 @@ def _auth_header(api: str, captured: dict[str, str], key: str) -> tuple[str, str
 
 def _clean_path(path: str, route: str) -> str:
     """The captured path without (redacted) credential query parameters, with its route prefix."""
-    from prompttap.schemas.credentials import SECRET_QUERY_KEYS  # lazily: the inspector does not import collector
-
     base, _, query = path.partition("?")
-    if route != "default" and not base.startswith(f"/{route}/"):
+    if route != "default" and base != f"/{route}" and not base.startswith(f"/{route}/"):
         base = f"/{route}{base}"
     pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() not in SECRET_QUERY_KEYS]
     return base + (f"?{urlencode(pairs)}" if pairs else "")
+
+
+def _check_route(options: Mapping[str, Any], path: str, route: str) -> str:
+    """The proxy URL a replay of ``path`` (cleaned) on ``route`` is sent to; ReplayError if the
+    proxy would take it to another route's upstream (with this route's key)."""
+    target = options["proxy_url"].rstrip("/") + path
+    url = httpx.URL(target)  # what is sent: httpx removes plain dot segments, as most servers do
+    base = path.partition("?")[0]
+    if _climbs(base, 0 if route == "default" else 1):
+        raise ReplayError(
+            f"This capture's path ({base}) climbs out of route {route!r} with dot segments ('..', plain or "
+            f"percent-encoded): sent again, it would reach another upstream with the key of route {route!r}, so "
+            "it is not replayed.",
+            409,
+        )
+    routes = {*(options.get("routes") or ()), route} - {"default"}
+    first = url.raw_path.decode("ascii").partition("?")[0].split("/")[1]
+    landed = {r if r in routes else "default" for r in (first, unquote(first))}  # raw and decoded alike
+    if landed != {route}:
+        other = ", ".join(sorted(landed - {route}))
+        raise ReplayError(
+            f"This capture was made on route {route!r}, but its path ({base}) now leads to route {other!r}: "
+            f"it is not replayed, so the key of route {route!r} goes to no other upstream.",
+            409,
+        )
+    return target
+
+
+def _climbs(path: str, fixed: int) -> bool:
+    """Whether ``path``'s dot segments (percent-decoded once, as the upstream reads them) climb
+    above its first ``fixed`` segments (the route's own prefix)."""
+    depth = 0
+    for segment in re.split(r"[/\\]", unquote(path))[1 + fixed :]:
+        if segment == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif segment != ".":
+            depth += 1
+    return False
 
 
 def _validated(changes: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +206,7 @@ def _validated(changes: dict[str, Any]) -> dict[str, Any]:
 def build(original: dict[str, Any], options: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """The replay request: method, url, headers, body bytes."""
     route = original.get("route") or "default"
-    problem = availability(options, route)
+    problem = availability(options, original)
     if problem:
         raise ReplayError(problem, 409)
     if original.get("truncated"):
@@ -188,7 +238,7 @@ def build(original: dict[str, Any], options: dict[str, Any], changes: dict[str, 
     headers["x-prompttap-tags"] = ",".join([*(t for t in original.get("tags") or [] if t != "replay"), "replay"])
     return {
         "method": original.get("method") or "POST",
-        "url": options["proxy_url"].rstrip("/") + path,
+        "url": _check_route(options, path, route),  # again: a changed model can change a Gemini path
         "headers": headers,
         "body": body,
         "changes": changes,

@@ -27,9 +27,9 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
 
 
 def inspector_options(settings: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
-    """What the inspector needs from the settings: the proxy's own address (replays go
-    through it), the UI token and the host names it answers to, each route's upstream key read
-    from its env var now (never logged), Langfuse."""
+    """What the inspector needs from the settings: the proxy's own address and routes (replays
+    go through it), the UI token and the host names it answers to, each route's upstream key
+    read from its env var now (never logged), Langfuse."""
     keys = {}
     for route, var in settings.upstream_keys.items():
         if not environ.get(var):
@@ -39,6 +39,7 @@ def inspector_options(settings: Settings, environ: Mapping[str, str]) -> dict[st
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return {
         "proxy_url": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
+        "routes": tuple(settings.routes),
         "ui_token": settings.ui_token or None,
         "ui_host": settings.ui[0] if settings.ui else None,
         "ui_allowed_hosts": settings.ui_allowed_hosts,

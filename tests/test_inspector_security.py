@@ -6,6 +6,7 @@ cross-origin refusal, and the start-up checks."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -441,6 +442,80 @@ def test_allowed_host_settings(tmp_path: Path):
     for bad in ("proxy.example:443", "https://proxy.example"):
         with pytest.raises(config.ConfigError, match="--ui-allowed-host"):
             config.load({"ui_allowed_hosts": [bad]}, {})
+
+
+# --- replay stays on its route ---------------------------------------------------------------------
+
+APP_KEY = "sk-route-app-key-APPK"
+PFX_KEY = "sk-route-pfx-key-PFXK"
+ESCAPES = (
+    "/app/../pfx/v1/chat/completions",
+    "/app/%2e%2e/pfx/v1/chat/completions",
+    "/app/%2E%2e%2Fpfx/v1/chat/completions",
+    "/app/v1/../../pfx/v1/chat/completions",
+)
+
+
+def _seed_copies(home: Path, capture_id: str, paths: tuple[str, ...]) -> list[str]:
+    """Copies of a stored capture with other paths, written into the (stopped) server's store:
+    captures the proxy itself may no longer record, as older versions did."""
+    ids = [str(uuid.uuid4()) for _ in paths]
+    code = (
+        "import json, sys, uuid\n"
+        "from prompttap.schemas.store import open_store\n"
+        "c = open_store(sys.argv[1])\n"
+        "r = c.query('SELECT * FROM captures FINAL WHERE id = {id:UUID}', parameters={'id': sys.argv[2]})\n"
+        "cols, (row,) = r.column_names, r.result_rows\n"
+        "for new, path in json.loads(sys.argv[3]):\n"
+        "    row = list(row)\n"
+        "    row[cols.index('id')], row[cols.index('path')] = uuid.UUID(new), path\n"
+        "    c.insert('captures', [row], column_names=cols)\n"
+    )
+    pairs = json.dumps(list(zip(ids, paths, strict=True)))
+    store = f"chdb://{(home / 'store').resolve()}"
+    subprocess.run([sys.executable, "-c", code, store, capture_id, pairs], cwd=ROOT, check=True, timeout=120)
+    return ids
+
+
+def test_a_replay_goes_to_its_own_routes_upstream_only(fake: FakeUpstream, make_pt, tmp_path: Path):
+    """A capture made through /app/../pfx/... must not replay to route pfx's upstream with route
+    app's key: it is refused, with a reason; a capture on its route replays there, with its key."""
+    other = FakeUpstream()
+    other.start()
+    try:
+        pt = make_pt(
+            "--route", f"app={fake.base_url}/v1", "--route", f"pfx={other.base_url}/v1",
+            "--upstream-key", "app=PT_TEST_APP_KEY", "--upstream-key", "pfx=PT_TEST_PFX_KEY",
+            env={"PT_TEST_APP_KEY": APP_KEY, "PT_TEST_PFX_KEY": PFX_KEY},
+        )  # fmt: skip
+        send(
+            pt,
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "routeconfine"}]},
+            path="/app/v1/chat/completions",
+        )
+        original = pt.wait_captures(1)[0]
+        pt.drained()
+        pt.stop()
+        escaped = _seed_copies(pt.home, original["id"], ESCAPES)
+        pt.start()
+        to_app, to_pfx = len(fake.requests), len(other.requests)
+        for cap, path in zip(escaped, ESCAPES, strict=True):
+            assert pt.capture(cap)["path"] == path
+            r = httpx.post(f"{pt.ui_url}/api/captures/{cap}/replay", json={}, timeout=60)
+            assert r.status_code == 409, (path, r.status_code, r.text)
+            assert "climbs out of route 'app'" in r.json()["detail"], r.text
+            page = httpx.get(f"{pt.ui_url}/captures/{cap}").text
+            assert 'data-testid="replay-unavailable"' in page and "climbs out of route" in page
+            assert 'id="replay-form"' not in page
+        assert len(other.requests) == to_pfx and len(fake.requests) == to_app  # nothing was sent anywhere
+        # The capture made on its route replays to that route's upstream, with that route's key.
+        r = httpx.post(f"{pt.ui_url}/api/captures/{original['id']}/replay", json={}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert len(other.requests) == to_pfx and len(fake.requests) == to_app + 1
+        assert fake.requests[-1].header("authorization") == f"Bearer {APP_KEY}"
+        assert pt.capture(r.json()["id"])["route"] == "app"
+    finally:
+        other.stop()
 
 
 # --- the UI token ------------------------------------------------------------------------------

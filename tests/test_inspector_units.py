@@ -219,6 +219,15 @@ def _capture(**kw):
     return {**base, **kw}
 
 
+def test_replay_paths_that_stay_on_their_route():
+    options = {**OPTIONS, "routes": ("app", "pfx")}
+    for route, path in (("app", "/app/v1/../v1/chat/completions"), ("app", "/app/./v1/messages"), ("default", "/v1/x")):
+        assert replay.availability(options, _capture(route=route, path=path)) is None, path
+    plan = replay.build(_capture(route="app", path="/app/v1/chat/completions"), options, {})
+    assert plan["url"] == "http://127.0.0.1:8787/app/v1/chat/completions"
+    assert plan["headers"]["authorization"] == "Bearer sk-app-key"
+
+
 def test_build_openai_replay():
     cap = _capture(session_id="s1", tags=["a"])
     plan = replay.build(cap, OPTIONS, {"model": "gpt-4o-mini", "temperature": 0, "system_prompt": "new"})
@@ -283,6 +292,20 @@ def test_build_replay_per_api():
         ({}, OPTIONS, {"stream": True}, 400, "unknown"),
         ({"request_body": "not json"}, OPTIONS, {"model": "x"}, 400, "not JSON"),
         ({"api": "openai.embeddings"}, OPTIONS, {"system_prompt": "x"}, 400, "system prompt"),
+        # A replay goes to its own route's upstream only (with that route's key).
+        ({"route": "app", "path": "/app/../v1/chat/completions"}, OPTIONS, {}, 409, "climbs out of route 'app'"),
+        ({"route": "app", "path": "/app/%2E%2e/v1/chat/completions"}, OPTIONS, {}, 409, "climbs out of route"),
+        ({"route": "app", "path": "/app/v1/..%2f..%5c../x"}, OPTIONS, {}, 409, "climbs out of route"),
+        ({"path": "/../app/v1/chat/completions"}, OPTIONS, {}, 409, "climbs out of route 'default'"),
+        ({"path": "/app/v1/chat/completions"}, {**OPTIONS, "routes": ("app",)}, {}, 409, "leads to route 'app'"),
+        ({"path": "/%61pp/v1/chat/completions"}, {**OPTIONS, "routes": ("app",)}, {}, 409, "leads to route 'app'"),
+        (
+            {"api": "gemini.generate", "path": "/v1beta/models/gemini-2.0-flash:generateContent"},
+            OPTIONS,
+            {"model": "../../../app/v1/x"},
+            409,
+            "climbs out of route 'default'",
+        ),
     ],
 )
 def test_replay_refusals(cap, options, changes, status, text):
