@@ -14,6 +14,9 @@ A field belongs to one of two layers:
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -150,19 +153,56 @@ JSON_COLUMNS: frozenset[str] = frozenset(c.name for c in COLUMNS if c.json)
 UNDERSTOOD: frozenset[str] = frozenset(c.name for c in COLUMNS if c.layer == "understood")
 
 
-def new_capture_id() -> uuid.UUID:
-    """A UUIDv7: sorts by creation time, so ids alone order captures."""
-    import os
-    import time
+class _Uuid7:
+    """UUIDv7 with a counter within the millisecond (RFC 9562 section 6.2, method 1).
 
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 68) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value)
+    Layout: 48-bit unix milliseconds, version, a 42-bit counter in ``rand_a`` and the top of
+    ``rand_b``, variant, 32 random bits. The counter starts at a random value (its top bit clear,
+    room to count) in each new millisecond and adds one per id within it; if it ever runs out, the
+    timestamp moves one millisecond ahead. A clock that steps back keeps the last millisecond. So
+    the ids of one process strictly increase; the random seed and tail keep them unguessable.
+    """
+
+    COUNTER_BITS = 42
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ms = -1
+        self.counter = 0
+
+    def new(self) -> uuid.UUID:
+        with self.lock:
+            ms = time.time_ns() // 1_000_000
+            if ms > self.ms:
+                self.ms, self.counter = ms, self._seed()
+            elif self.counter + 1 >= 1 << self.COUNTER_BITS:
+                self.ms, self.counter = self.ms + 1, self._seed()
+            else:
+                self.counter += 1
+            ms, counter = self.ms, self.counter
+        tail = int.from_bytes(os.urandom(4), "big")
+        value = (ms & ((1 << 48) - 1)) << 80
+        value |= 0x7 << 76
+        value |= (counter >> 30) << 64  # 12 bits: rand_a
+        value |= 0b10 << 62
+        value |= (counter & ((1 << 30) - 1)) << 32  # 30 bits: the top of rand_b
+        value |= tail
+        return uuid.UUID(int=value)
+
+    def _seed(self) -> int:
+        return int.from_bytes(os.urandom(6), "big") & ((1 << (self.COUNTER_BITS - 1)) - 1)
+
+
+_uuid7 = _Uuid7()
+# A forked child gets its own sequence (and a lock no thread of the parent can be holding).
+os.register_at_fork(after_in_child=_uuid7.__init__)
+
+
+def new_capture_id() -> uuid.UUID:
+    """A UUIDv7: sorts by creation time, and within one process ids alone order captures, even
+    several made in the same millisecond (a counter; see ``_Uuid7``). Across processes they
+    order by millisecond only."""
+    return _uuid7.new()
 
 
 @dataclass(slots=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import threading
+import uuid
 
 import pytest
 from prompttap.schemas.capture import COLUMNS, Capture, new_capture_id, record_body_bytes
@@ -62,6 +65,31 @@ def test_capture_ids_are_time_ordered_uuid7():
     assert all(i.version == 7 for i in ids)
     assert len(set(ids)) == 200
     assert [i.int >> 80 for i in ids] == sorted(i.int >> 80 for i in ids)
+
+
+def test_capture_ids_are_strictly_increasing_within_one_millisecond():
+    """Ids alone order the captures of one process, also many made in the same millisecond."""
+    ids = [new_capture_id() for _ in range(100_000)]
+    assert len({i.int >> 80 for i in ids}) < len(ids)  # many share a millisecond
+    assert all(a < b for a, b in itertools.pairwise(ids))
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    # Still unguessable: every id carries fresh random bits, not only a counter.
+    assert len({i.int & 0xFFFF_FFFF for i in ids}) > 0.99 * len(ids)
+
+
+def test_capture_ids_stay_ordered_and_unique_across_threads():
+    per_thread: list[list[uuid.UUID]] = [[] for _ in range(4)]
+
+    def make(out: list[uuid.UUID]) -> None:
+        out.extend(new_capture_id() for _ in range(20_000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in per_thread]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(all(a < b for a, b in itertools.pairwise(out)) for out in per_thread)
+    assert len({i for out in per_thread for i in out}) == 80_000
 
 
 def test_record_keeps_binary_bodies_as_base64():
