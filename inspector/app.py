@@ -6,19 +6,17 @@ them, so each feature stays in its own file (mitmproxy's addons, Datasette's vie
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from prompttap.inspector import api
+from prompttap.inspector import api, pages
+from prompttap.inspector.diff import routes as diff_routes
+from prompttap.inspector.export import routes as export_routes
 from prompttap.inspector.security import protect
 from prompttap.inspector.web import STATIC_DIR
-
-# Feature routers, included when present. Order matters only for overlapping paths.
-ROUTER_MODULES = ("prompttap.inspector.pages", "prompttap.inspector.diff.routes", "prompttap.inspector.export")
 
 
 def create_app(client: Any, health: Callable[[], dict[str, Any]] | None = None, **options: Any) -> FastAPI:
@@ -39,14 +37,8 @@ def create_app(client: Any, health: Callable[[], dict[str, Any]] | None = None, 
         render = options.get("metrics")
         return PlainTextResponse(render() if render else "", media_type="text/plain; version=0.0.4")
 
-    app.include_router(api.router)
-    for name in ROUTER_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        app.include_router(module.router)
+    # The feature routers; order matters only for overlapping paths.
+    for router in (api.router, pages.router, diff_routes.router, export_routes.router):
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return protect(app)  # CSP, token login and CSRF on every response: secure by default
