@@ -1,8 +1,13 @@
 """The demo's scripted traffic, sent through the prompttap proxy like real apps would send it.
 
-AnythingLLM is imitated on the wire (its Node client's headers, pretty-printed bodies, and its habit
-of hanging up at the first chunk with a finish_reason; see shared/reference/anythingllm.md). The
-agent and the Anthropic chat use the official ``openai``/``anthropic`` SDKs when installed, and the
+AnythingLLM (v1.16.0) is imitated on the wire. Its Generic OpenAI client is openai-node 4.95.1, which
+sends its own ``x-stainless-*`` headers and pretty-prints JSON bodies (``JSON.stringify(body, null, 2)``
+in ``buildRequest``); AnythingLLM stops reading a stream at the first chunk with a finish_reason, so it
+hangs up before ``data: [DONE]`` (``handleDefaultStreamResponseV2``). The sources, at those versions:
+https://github.com/Mintplex-Labs/anything-llm/blob/v1.16.0/server/utils/helpers/chat/responses.js
+https://github.com/Mintplex-Labs/anything-llm/blob/v1.16.0/server/package.json
+https://github.com/openai/openai-node/blob/v4.95.1/src/core.ts
+The agent and the Anthropic chat use the official ``openai``/``anthropic`` SDKs when installed, and the
 same wire shapes over httpx when not (they are dev extras; the demo works with the base install).
 """
 
