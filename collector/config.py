@@ -7,15 +7,19 @@ fill in what neither sets. Settings are read once, at start-up, and frozen.
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from prompttap.collector.intercept.hosts import BUILTIN_HOSTS, parse_intercept_hosts
+
 DEFAULT_LISTEN = "127.0.0.1:8787"
 DEFAULT_UI = "127.0.0.1:8788"
 DEFAULT_UPSTREAM = "https://api.openai.com"
+DEFAULT_INTERCEPT_LISTEN = "127.0.0.1:8789"
 
 ENV = {
     "upstream": "PROMPTTAP_UPSTREAM",
@@ -28,6 +32,9 @@ ENV = {
     "spool_max_bytes": "PROMPTTAP_SPOOL_MAX_BYTES",
     "ui_token": "PROMPTTAP_UI_TOKEN",
     "ui_allowed_hosts": "PROMPTTAP_UI_ALLOWED_HOSTS",  # comma-separated
+    "intercept_listen": "PROMPTTAP_INTERCEPT_LISTEN",
+    "intercept_token": "PROMPTTAP_INTERCEPT_TOKEN",
+    "upstream_ca": "PROMPTTAP_UPSTREAM_CA",
 }
 """Environment variable for each setting that has one."""
 
@@ -92,6 +99,13 @@ class Settings:
     ui_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
     upstream_keys: dict[str, str] = field(default_factory=dict)  # route -> name of the env var holding its key
     ui_allowed_hosts: tuple[str, ...] = ()  # more names the inspector answers to (reverse proxies)
+    intercept: bool = False  # run the forward proxy (HTTPS interception)
+    intercept_listen: tuple[str, int] = ("127.0.0.1", 8789)
+    # intercepted host -> its Upstream when --intercept-host HOST=URL sends it elsewhere; None: the host itself
+    intercept_hosts: dict[str, Upstream | None] = field(default_factory=lambda: dict.fromkeys(BUILTIN_HOSTS))
+    intercept_only: bool = False  # refuse CONNECT to other hosts (403) instead of tunnelling them
+    intercept_token: str = field(default="", repr=False)  # a secret: forward-proxy clients send it
+    upstream_ca: Path | None = None  # more CAs to trust for upstreams (private CAs)
 
     @property
     def store_dsn(self) -> str:
@@ -100,6 +114,10 @@ class Settings:
     @property
     def spool_dir(self) -> Path:
         return self.home / "spool"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.home / "ca"
 
 
 def parse_hostport(value: str, what: str) -> tuple[str, int]:
@@ -175,6 +193,7 @@ def load(flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settin
         kw["ui_token"] = str(merged["ui_token"])
     kw["upstream_keys"] = _upstream_keys(merged.get("upstream_keys", []), routes)
     kw["ui_allowed_hosts"] = _host_names(merged.get("ui_allowed_hosts", []))
+    kw.update(_intercept(merged))
     ui = kw.get("ui", parse_hostport(DEFAULT_UI, "--ui"))
     if ui is not None and not kw.get("ui_token") and not _is_loopback(ui[0]):
         raise ConfigError(
@@ -211,6 +230,35 @@ def _host_names(raw: Any) -> tuple[str, ...]:
             raise ConfigError(f"--ui-allowed-host takes a host name without scheme or port, got {item!r}")
         names.append(item.lower())
     return tuple(names)
+
+
+def _intercept(merged: dict[str, Any]) -> dict[str, Any]:
+    """The forward proxy's settings (HTTPS interception; ``collector/intercept/``)."""
+    listen = parse_hostport(str(merged.get("intercept_listen", DEFAULT_INTERCEPT_LISTEN)), "--intercept-listen")
+    token = str(merged.get("intercept_token") or "")
+    if not token and not _is_loopback(listen[0]):
+        raise ConfigError(
+            f"--intercept-listen {listen[0]}:{listen[1]} is reachable from other machines: set --intercept-token "
+            "or PROMPTTAP_INTERCEPT_TOKEN so the forward proxy is not an open relay, or bind it to 127.0.0.1"
+        )
+    try:
+        hosts = parse_intercept_hosts(merged.get("intercept_hosts", []))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    kw: dict[str, Any] = {
+        "intercept": bool(merged.get("intercept")),
+        "intercept_only": bool(merged.get("intercept_only")),
+        "intercept_listen": listen,
+        "intercept_token": token,
+        "intercept_hosts": {h: Upstream.parse(h, url) if url else None for h, url in hosts.items()},
+    }
+    if merged.get("upstream_ca"):
+        kw["upstream_ca"] = Path(str(merged["upstream_ca"]))
+        try:
+            ssl.create_default_context(cafile=kw["upstream_ca"])
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"--upstream-ca {kw['upstream_ca']} is not a readable PEM CA file ({exc})") from None
+    return kw
 
 
 def _is_loopback(host: str) -> bool:

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     from prompttap.collector import demo
 
     demo.add_arguments(sub.add_parser("demo", help="run prompttap on a simulated upstream with sample traffic"))
+
+    from prompttap import intercept_cli
+
+    intercept_cli.add_serve_arguments(serve)
+    intercept_cli.add_commands(sub)
     return parser
 
 
@@ -106,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"prompttap: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("ca", "env", "run"):  # before logging is set up: `run` replaces this process
+        from prompttap import intercept_cli
+
+        return intercept_cli.main(args, settings)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
