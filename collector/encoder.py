@@ -155,7 +155,8 @@ def serve(conn: Connection, max_body_bytes: int | None = None) -> None:
             if message[0] == "encode_planned":
                 _, kind, options, plan, to_file = message
                 batch = read_planned(plan)
-                records, batch.records = batch.records, []
+                # only the batch's bounds go back: its records and their positions stay here
+                records, batch.records, batch.ends = batch.records, [], []
             else:
                 _, kind, options, records = message
                 batch = to_file = None

@@ -112,27 +112,30 @@ class SinkWorker:
             refusal = exc
         batch = read_planned(plan)  # the same records: segments only grow, and only our ack deletes them
         self.spool.note_corrupt(batch)
-        self._bisect(batch.records, refusal)
+        self._bisect(batch, 0, len(batch.records), refusal)
         return batch
 
-    def _deliver(self, records: Sequence[bytes]) -> None:
-        """Encode and send records, setting aside the ones the sink refuses."""
-        try:
-            payload, rows = self.encoder.encode(self.sink.kind, self.sink.options, records)
-            self._send(payload, rows)
-        except (Rejected, EncoderError) as exc:
-            if isinstance(exc, EncoderError) and exc.retry:
-                raise
-            self._bisect(records, exc)
-
-    def _bisect(self, records: Sequence[bytes], refusal: Exception) -> None:
-        """Find the record(s) behind a refusal by halving, and set them aside."""
-        if len(records) == 1:
-            self._reject(records[0], str(refusal))
+    def _bisect(self, batch: Batch, lo: int, hi: int, refusal: Exception) -> None:
+        """Deliver records ``lo:hi`` of a refused batch by halves (a 400 for one bad record, a 413 for too
+        many), setting aside a record refused on its own. Each part is acked as soon as it is delivered or
+        set aside, so when a later part fails and the batch is retried, no part is sent or counted twice."""
+        if hi - lo == 1:
+            self._reject(batch.records[lo], str(refusal))
+            self.spool.ack(self.sink.name, batch.upto(hi))
             return
-        half = len(records) // 2
-        self._deliver(records[:half])
-        self._deliver(records[half:])
+        mid = (lo + hi) // 2
+        for a, b in ((lo, mid), (mid, hi)):
+            if a == b:
+                continue
+            try:
+                payload, rows = self.encoder.encode(self.sink.kind, self.sink.options, batch.records[a:b])
+                self._send(payload, rows)
+            except (Rejected, EncoderError) as exc:
+                if isinstance(exc, EncoderError) and exc.retry:
+                    raise
+                self._bisect(batch, a, b, exc)
+                continue
+            self.spool.ack(self.sink.name, batch.upto(b))
 
     def _send(self, payload: bytes | Path, rows: int) -> None:
         priority = self.priority

@@ -17,8 +17,9 @@ Faults (set with ``rx.fault(...)``, cleared with ``rx.clear()``): answer a fixed
 (429/500/503 with ``retry_after``, 302 with a location, ...) ``times`` times or until cleared;
 ``hang`` (never answer); ``max_spans`` (413 above N spans in one request); ``poison``
 (400 when a span carries the attribute key=value); ``partial_reject`` (2xx with
-``partial_success.rejected_spans``). ``rx.down()`` stops listening (connection refused) and
-``rx.up()`` serves again on the same port.
+``partial_success.rejected_spans``); ``at`` ({n: status}: answer the n-th request, counted from
+this ``fault()`` call, with that status instead, e.g. a transient 503 in the middle of a split).
+``rx.down()`` stops listening (connection refused) and ``rx.up()`` serves again on the same port.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class _Faults:
     poison: tuple[str, Any] | None = None
     partial_reject: int = 0
     partial_message: str = "some spans were not accepted"
+    at: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,6 +183,7 @@ class OtlpReceiver:
         self.deliveries: Counter[str] = Counter()
         self.exports: list[Export] = []
         self._faults = _Faults()
+        self._requests = 0  # since the last fault(): what ``at`` counts
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -202,6 +205,7 @@ class OtlpReceiver:
         with self._lock:
             self._faults.status = status
             self._faults.times = times
+            self._requests = 0
             for key, value in kw.items():
                 if not hasattr(self._faults, key):
                     raise TypeError(f"unknown fault {key!r}")
@@ -210,6 +214,7 @@ class OtlpReceiver:
     def clear(self) -> None:
         with self._lock:
             self._faults = _Faults()
+            self._requests = 0
 
     # -- request handling
 
@@ -223,7 +228,10 @@ class OtlpReceiver:
             f = self._faults
             hang = f.hang
             forced = f.status
-            if forced is not None and f.times is not None:
+            self._requests += 1
+            if self._requests in f.at:
+                forced = f.at[self._requests]
+            elif forced is not None and f.times is not None:
                 f.times -= 1
                 if f.times <= 0:
                     f.status, f.times = None, None

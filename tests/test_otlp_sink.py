@@ -22,12 +22,11 @@ from prompttap.collector.sinks.otlp import (
     OtlpAuthError,
     OtlpError,
     OtlpSink,
-    encode_spans,
     parse_headers,
     sinks_from_env,
-    split_request,
 )
 from prompttap.collector.spool import Spool
+from prompttap.schemas.capture import Capture
 from prompttap.schemas.spans import span_of
 
 from tests.otlp_receiver import LANGFUSE_PATH, OtlpReceiver
@@ -52,6 +51,23 @@ def rows() -> list[dict[str, Any]]:
         capture_row("/v1/messages", anthropic_body(), upstream=ANTHROPIC, status=529),
         capture_row("/v1/embeddings", {"model": "text-embedding-3-small", "input": "hello"}),
     ]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Iterator[Encoder]:
+    enc = Encoder()
+    enc.start()
+    yield enc
+    enc.close()
+
+
+def spooled(tmp_path: Path, n: int, poison: int | None = None) -> tuple[Spool, list[Capture]]:
+    """A spool for the "otlp" sink holding ``n`` captures; the one at ``poison`` has user.id "poison"."""
+    spool = Spool(tmp_path / "spool", ["otlp"])
+    captures = [capture(body=chat_body(), user_id="poison" if i == poison else f"u{i}") for i in range(n)]
+    for c in captures:
+        spool.append(orjson.dumps(c.to_record()))
+    return spool, captures
 
 
 def otlp(rx: OtlpReceiver, timeout: float = 5.0) -> OtlpSink:
@@ -152,12 +168,18 @@ def test_a_hanging_receiver_times_out(rx: OtlpReceiver, rows: list[dict[str, Any
     rx.clear()
 
 
-def test_413_splits_the_batch(rx: OtlpReceiver, rows: list[dict[str, Any]]) -> None:
+def test_413_is_a_refusal_the_recorder_splits(rx: OtlpReceiver, tmp_path: Path, encoder: Encoder) -> None:
     rx.fault(max_spans=2)
-    otlp(rx).export(rows)
-    assert len(rx.latest()) == 5 and set(rx.deliveries.values()) == {1}
+    spool, captures = spooled(tmp_path, 5)
+    worker = SinkWorker(otlp(rx), spool, encoder, tmp_path / "rejected")
+    try:
+        assert worker.drain_once() and spool.pending("otlp")[0] == 0
+    finally:
+        spool.close()
+    assert set(rx.deliveries) == {c.span_id for c in captures} and set(rx.deliveries.values()) == {1}
     assert [e.status for e in rx.exports].count(413) >= 1
     assert all(len(e.span_ids) <= 2 for e in rx.exports if e.status == 200)
+    assert worker.rejected == 0
 
 
 def test_413_for_a_single_span_is_a_rejection(rx: OtlpReceiver, rows: list[dict[str, Any]]) -> None:
@@ -166,21 +188,15 @@ def test_413_for_a_single_span_is_a_rejection(rx: OtlpReceiver, rows: list[dict[
         otlp(rx).export(rows[:1])
 
 
-def test_400_poison_span_is_isolated_by_the_recorder(rx: OtlpReceiver, tmp_path: Path) -> None:
+def test_400_poison_span_is_isolated_by_the_recorder(rx: OtlpReceiver, tmp_path: Path, encoder: Encoder) -> None:
     """Through the real spool, encoder process and SinkWorker: only the poison capture is set aside."""
-    spool = Spool(tmp_path / "spool", ["otlp"])
-    captures = [capture(body=chat_body(), user_id="poison" if i == 3 else f"u{i}") for i in range(6)]
-    for c in captures:
-        spool.append(orjson.dumps(c.to_record()))
+    spool, captures = spooled(tmp_path, 6, poison=3)
     rx.fault(poison=("user.id", "poison"))
-    encoder = Encoder()
-    encoder.start()
     worker = SinkWorker(otlp(rx), spool, encoder, tmp_path / "rejected")
     try:
         assert worker.drain_once()
         assert spool.pending("otlp")[0] == 0
     finally:
-        encoder.close()
         spool.close()
     assert worker.rejected == 1
     assert {s["attributes"]["user.id"] for s in rx.latest().values()} == {"u0", "u1", "u2", "u4", "u5"}
@@ -190,33 +206,42 @@ def test_400_poison_span_is_isolated_by_the_recorder(rx: OtlpReceiver, tmp_path:
     assert "HTTP 400" in kept["reason"] and "poison" in kept["reason"]
 
 
+# A batch split in halves (400: find the poison capture; 413: too many spans) and a transient 503 at
+# request n: (fault, requests the first pass makes). Every n: the retry must resend no part already
+# delivered and set aside no capture twice (receivers such as Jaeger, Tempo or Phoenix keep duplicates).
+SPLITS = {"poison": ({"poison": ("user.id", "poison")}, 5), "too_large": ({"max_spans": 2}, 7)}
+
+
+@pytest.mark.parametrize(("split", "fail_at"), [(k, n) for k, (_, last) in SPLITS.items() for n in range(1, last + 1)])
+def test_a_split_batch_sends_each_span_once_when_a_later_part_fails(
+    rx: OtlpReceiver, tmp_path: Path, encoder: Encoder, split: str, fail_at: int
+) -> None:
+    faults, _ = SPLITS[split]
+    spool, captures = spooled(tmp_path, 6, poison=3 if split == "poison" else None)
+    rx.fault(**faults, at={fail_at: 503})
+    worker = SinkWorker(otlp(rx), spool, encoder, tmp_path / "rejected")
+    try:
+        for _ in range(5):  # what the worker's loop does, minus its backoff
+            if worker.drain_once() and not spool.pending("otlp")[0]:
+                break
+        assert spool.pending("otlp")[0] == 0
+    finally:
+        spool.close()
+    assert [e.status for e in rx.exports].count(503) == 1  # the transient failure did happen
+    expected = {c.span_id for i, c in enumerate(captures) if not (split == "poison" and i == 3)}
+    assert set(rx.deliveries) == expected
+    assert dict(rx.deliveries) == dict.fromkeys(expected, 1)  # exactly once
+    assert worker.rejected == (split == "poison")
+    assert len(list((tmp_path / "rejected").glob("*.json"))) == (split == "poison")
+
+
 def test_send_takes_the_encoders_payload(rx: OtlpReceiver, rows: list[dict[str, Any]]) -> None:
     """The drain's path: the otlp encoder (another process) builds the bytes, send posts them."""
     sink = otlp(rx)
-    rx.fault(max_spans=3)
     sink.send(ENCODERS[sink.kind](rows, **sink.options), len(rows))
     assert set(rx.latest()) == {r["span_id"] for r in rows}
     sink.send(b"", 0)  # an empty batch is no request
-    assert len(rx.exports) == 3  # one 413, then two halves
-
-
-def test_split_request_keeps_resource_scope_and_every_span(rows: list[dict[str, Any]]) -> None:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    payload = encode_spans([span_of(r) for r in rows], "svc")
-    halves = split_request(payload)
-    assert [n for _, n in halves] == [2, 3]
-    spans = []
-    for data, _ in halves:
-        request = ExportTraceServiceRequest.FromString(data)
-        [rs] = request.resource_spans
-        assert rs.resource.attributes[0].value.string_value == "svc"
-        [ss] = rs.scope_spans
-        assert ss.scope.name == "prompttap"
-        spans += [s.span_id.hex() for s in ss.spans]
-    assert spans == [r["span_id"] for r in rows]
-    single = encode_spans([span_of(rows[0])])
-    assert split_request(single) == [(single, 1)]
+    assert len(rx.exports) == 1
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -146,6 +146,30 @@ def test_langfuse_down_then_back_every_span_once(fake: FakeUpstream, tmp_path: P
             assert pt.health()["sinks"]["langfuse"]["healthy"]
 
 
+def test_a_split_batch_reaches_an_otlp_endpoint_once_despite_a_transient_failure(fake: FakeUpstream, tmp_path: Path):
+    """413 above 2 spans splits a 10-capture batch in halves; a 503 after 3 spans were accepted must not
+    make prompttap send those 3 again (an OTLP backend keeps every copy)."""
+    with OtlpReceiver() as rx:
+        rx.fault(503)  # until changed: the captures wait in the spool and leave as one batch
+        with Prompttap(tmp_path / "pt", fake.base_url, env={"OTEL_EXPORTER_OTLP_ENDPOINT": rx.base_url}) as pt:
+            for i in range(10):
+                body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"split {i}"}]}
+                assert httpx.post(f"{pt.url}/v1/chat/completions", json=body).status_code == 200
+            deadline = time.monotonic() + 30
+            while not ((otlp := pt.health()["sinks"]["otlp"])["pending"] == 10 and otlp["failed_exports"]):
+                assert time.monotonic() < deadline, otlp
+                time.sleep(0.05)
+            before = len(rx.exports)
+            # requests: 10 spans (413), 0-4 (413), 0-1 (ok), 2-4 (413), 2 (ok), 3-4: 503
+            rx.fault(max_spans=2, at={6: 503})
+            pt.drained(timeout=60)
+            spans = {pt.capture(c["id"])["span_id"] for c in pt.captures()}
+            assert len(spans) == 10
+            assert 503 in [e.status for e in rx.exports[before:]]
+            assert dict(rx.deliveries) == dict.fromkeys(spans, 1)  # every span, each exactly once
+            assert pt.health()["sinks"]["otlp"]["rejected"] == 0
+
+
 def test_traceparent_makes_the_capture_a_child_of_the_client_span(
     traced: Prompttap, receiver: OtlpReceiver, fake: FakeUpstream
 ):

@@ -6,10 +6,11 @@ and trace ids must be the capture's own (a replayed capture is the same span, so
 other receivers dedup it by id).
 
 Delivery rules for ``send`` (the recorder owns retries and backoff; this sink never sleeps or drops):
-2xx is success (``partial_success`` is logged, not re-sent: it was delivered); 413 splits the
-batch in halves; 400 raises ``Rejected`` so the recorder isolates the poison capture; 401/403
-raise ``OtlpAuthError`` (held and retried until fixed); everything else, 3xx included, raises
-``OtlpError`` and is retried.
+2xx is success (``partial_success`` is logged, not re-sent: it was delivered); 400 and 413 raise
+``Rejected``, so the recorder sends the batch again in halves (acking each half it delivers: no span
+is sent twice) until it isolates a poison capture or one too large on its own; 401/403 raise
+``OtlpAuthError`` (held and retried until fixed); everything else, 3xx included, raises ``OtlpError``
+and is retried.
 """
 
 from __future__ import annotations
@@ -113,14 +114,9 @@ class OtlpSink:
         if 200 <= code < 300:
             self._log_partial(response, rows)
             return
-        if code == 413:
-            halves = split_request(payload)
-            if len(halves) == 1:
-                raise Rejected(f"{self._where} refused a single span as too large (HTTP 413)")
-            for half, count in halves:
-                self.send(half, count)
-            return
         detail = _error_detail(response)
+        if code == 413:
+            raise Rejected(f"{self._where} refused {rows} span(s) as too large (HTTP 413): {detail}"[:500])
         if code == 400:
             raise Rejected(f"{self._where} refused the batch (HTTP 400): {detail}"[:500])
         if code in (401, 403):
@@ -180,33 +176,6 @@ def encode_spans(spans: Sequence[CaptureSpan], service_name: str = "prompttap") 
         p.status.code = _STATUS.get(s.status_code, Status.STATUS_CODE_UNSET)
         p.status.message = s.status_message
     return request.SerializeToString()
-
-
-def split_request(payload: bytes) -> list[tuple[bytes, int]]:
-    """A serialized request as two requests with half the spans each, (bytes, spans) per half;
-    one element when it holds a single span. Resources and scopes are kept with their spans."""
-    request = ExportTraceServiceRequest.FromString(payload)
-    where = [(i, j, k) for i, rs in enumerate(request.resource_spans) for j, ss in enumerate(rs.scope_spans)
-             for k in range(len(ss.spans))]  # fmt: skip
-    if len(where) < 2:
-        return [(payload, len(where))]
-    half = len(where) // 2
-    return [(_subset(request, part).SerializeToString(), len(part)) for part in (where[:half], where[half:])]
-
-
-def _subset(request: ExportTraceServiceRequest, where: list[tuple[int, int, int]]) -> ExportTraceServiceRequest:
-    out = ExportTraceServiceRequest()
-    groups: dict[tuple[int, int], Any] = {}
-    resources: dict[int, Any] = {}
-    for i, j, k in where:
-        rs = request.resource_spans[i]
-        if i not in resources:
-            resources[i] = out.resource_spans.add(resource=rs.resource, schema_url=rs.schema_url)
-        if (i, j) not in groups:
-            ss = rs.scope_spans[j]
-            groups[(i, j)] = resources[i].scope_spans.add(scope=ss.scope, schema_url=ss.schema_url)
-        groups[(i, j)].spans.append(rs.scope_spans[j].spans[k])
-    return out
 
 
 def _kv(key: str, value: AttrValue) -> KeyValue:

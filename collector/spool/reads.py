@@ -13,7 +13,8 @@ from prompttap.collector.spool.disk import HDR, NO_LIMIT, Pos, next_item, seg_pa
 @dataclass
 class Batch:
     """Records read for one consumer, from start to end. A reader in another process may leave
-    ``records`` empty (the caller has what it made of them); ``seqs`` always lists what was read."""
+    ``records`` and ``ends`` empty (the caller has what it made of them); ``seqs`` always lists what was
+    read."""
 
     consumer: str
     records: list[bytes]
@@ -21,6 +22,13 @@ class Batch:
     start: Pos
     end: Pos
     corrupt: list[tuple[int, int]] = field(default_factory=list)  # (segment, offset) of damage passed
+    ends: list[Pos] = field(default_factory=list)  # where each record ends
+
+    def upto(self, n: int) -> Batch:
+        """The batch of the first ``n`` records, to ack part of this one."""
+        if n == len(self.seqs):
+            return self
+        return Batch(self.consumer, self.records[:n], self.seqs[:n], self.start, self.ends[n - 1])
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class ReadPlan:
 def read_planned(plan: ReadPlan) -> Batch:
     """Carry out a ``ReadPlan``: only the spool's files are read, so this runs in any process. Segments
     only ever grow, and a plan reads no further than their committed size, so no record is half there."""
-    pos, records, seqs, used, corrupt = plan.start, [], [], 0, []
+    pos, records, seqs, ends, used, corrupt = plan.start, [], [], [], 0, []
     for sid, size, base in plan.segments:
         if sid != pos.seg:
             pos = Pos(sid, HDR, max(pos.seq, base))
@@ -69,9 +77,11 @@ def read_planned(plan: ReadPlan) -> Batch:
                 if kind == "rec" or rseq:  # a corrupt span has a seq only if its header was intact
                     seq = max(seq, rseq + 1)
                 off = nxt
+                if kind == "rec":
+                    ends.append(Pos(sid, off, seq))
             pos = Pos(sid, off, seq)
         finally:
             os.close(fd)
         if kind == "full" or len(records) >= plan.max_records or sid == plan.active:
             break
-    return Batch(plan.consumer, records, seqs, plan.start, pos, corrupt)
+    return Batch(plan.consumer, records, seqs, plan.start, pos, corrupt, ends)
