@@ -2,7 +2,8 @@
 
 The one place where the two parts meet: the collector runs the proxy, the spool and the
 sinks; the inspector reads the same store and is told what it needs of the running
-collector (its health, its metrics, the proxy's address for replays).
+collector (its health, its metrics, the proxy's address for replays). Other commands find
+the inspector through the home folder (``schemas.home``): recorded here while it serves.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prompttap.collector.config import Settings
 from prompttap.collector.server import App, StartupError
 from prompttap.collector.server import serve as serve_collector
 from prompttap.inspector.app import create_app
+from prompttap.schemas.home import forget_inspector, local_url, record_inspector
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> int:
@@ -21,9 +23,15 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     options = inspector_options(settings, environ)  # checked before anything starts
 
     def inspector(app: App) -> Any:
-        return create_app(app.store, app.health, metrics=app.metrics, **options)
+        ui = create_app(app.store, app.health, metrics=app.metrics, **options)
+        if settings.ui:  # always, when asked for; the spool lock is ours by now
+            record_inspector(settings.home, local_url(*settings.ui))
+        return ui
 
-    return serve_collector(settings, inspector)
+    try:
+        return serve_collector(settings, inspector)
+    finally:
+        forget_inspector(settings.home)
 
 
 def inspector_options(settings: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -35,10 +43,8 @@ def inspector_options(settings: Settings, environ: Mapping[str, str]) -> dict[st
         if not environ.get(var):
             raise StartupError(f"--upstream-key {route}={var}: the environment variable {var} is not set")
         keys[route] = environ[var]
-    host, port = settings.listen
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return {
-        "proxy_url": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
+        "proxy_url": local_url(*settings.listen),
         "routes": tuple(settings.routes),
         "ui_token": settings.ui_token or None,
         "ui_host": settings.ui[0] if settings.ui else None,

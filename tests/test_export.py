@@ -632,9 +632,16 @@ def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
 def test_running_server_without_a_known_inspector_gives_one_line_with_the_remedy(world: World, tmp_path: Path):
     world.ensure_running()
     dead = f"127.0.0.1:{free_port()}"
-    r = cli("--format", "openai-chat", "--out", str(tmp_path / "x.jsonl"), "--home", str(world.pt.home), "--ui", dead)
+    # The server's record names an inspector that does not answer (it names the live server's pid).
+    record = world.pt.home / "spool" / "SERVER"
+    kept = record.read_text()
+    record.write_text(json.dumps({"inspector": f"http://{dead}", "pid": world.pt.proc.pid}))
+    try:
+        r = cli("--format", "openai-chat", "--out", str(tmp_path / "x.jsonl"), "--home", str(world.pt.home))
+    finally:
+        record.write_text(kept)
     line = one_line_error(r)
-    assert "running `prompttap serve`" in line and "--server" in line and "stop it" in line
+    assert "running `prompttap serve`" in line and "--server" in line and "stop it" in line and dead in line
     assert not (tmp_path / "x.jsonl").exists()
     # PROMPTTAP_SERVER (or --server) names the inspector outright.
     r = cli("--format", "openai-chat", "--out", str(tmp_path / "y.jsonl"), "--home", str(world.pt.home),
@@ -647,6 +654,73 @@ def test_running_server_without_a_known_inspector_gives_one_line_with_the_remedy
         model="gpt-4o-mini", messages=[{"role": "user", "content": "after the exports"}]
     )
     world.pt.wait_captures(before + 1)
+
+
+def test_export_finds_the_running_server_from_its_home_alone(world: World, tmp_path: Path):
+    """Issue 15: `serve` on any --ui port records where its inspector listens; `export` with only
+    the home (PROMPTTAP_HOME, or --home and --store) finds it, for every format."""
+    world.ensure_running()
+    home_env = {"PROMPTTAP_HOME": str(world.pt.home)}
+    store = f"chdb://{(world.pt.home / 'store').resolve()}"
+    for fmt in ("openai-chat", "anthropic", "sharegpt", "parquet"):
+        ref, out, out2 = (tmp_path / f"{name}.{fmt}" for name in ("server", "home", "store"))
+        r = cli("--format", fmt, "--out", str(ref), "--server", world.pt.ui_url, "--json", "--no-progress")
+        assert r.returncode == 0, r.stderr
+        exported = json.loads(r.stdout.strip().splitlines()[-1])["exported"]
+        assert exported >= 7
+        for target, where, env in ((out, [], home_env), (out2, ["--home", str(world.pt.home), "--store", store], {})):
+            r = cli("--format", fmt, "--out", str(target), *where, "--json", "--no-progress", env=env)
+            assert r.returncode == 0, (fmt, r.stderr)
+            report = json.loads(r.stdout.strip().splitlines()[-1])
+            assert report["source"] == f"server {world.pt.ui_url}" and report["exported"] == exported, report
+            if fmt == "parquet":
+                assert pq.read_table(target).to_pylist() == pq.read_table(ref).to_pylist()
+            else:
+                assert target.read_bytes() == ref.read_bytes()
+    with FakeLangfuse() as lf:
+        env = {**home_env, "LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test"}
+        r = cli(
+            "--format",
+            "langfuse",
+            "--dataset",
+            "from-home",
+            "--json",
+            "--no-progress",
+            env={**env, "LANGFUSE_HOST": lf.url},
+        )
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout.strip().splitlines()[-1])
+        assert report["source"] == f"server {world.pt.ui_url}"
+        assert report["langfuse"] == {"dataset": "from-home", "items": exported}
+        assert len(lf.items) == exported
+    record = json.loads((world.pt.home / "spool" / "SERVER").read_text())
+    assert record == {"inspector": world.pt.ui_url, "pid": world.pt.proc.pid}
+
+
+def test_a_stale_server_record_misleads_no_one(fake: FakeUpstream, make_pt, tmp_path: Path):
+    p = make_pt()
+    openai.OpenAI(base_url=f"{p.url}/v1", api_key=KEY).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "stale record"}]
+    )
+    p.wait_captures(1)
+    p.drained()
+    record = p.home / "spool" / "SERVER"
+    assert json.loads(record.read_text())["inspector"] == p.ui_url
+    assert p.stop() == 0 and not record.exists()  # a clean exit takes it away
+    p.start()
+    assert record.exists()
+    p.kill()  # left behind, naming a dead process and a closed port
+    assert record.exists()
+    r = cli("--format", "openai-chat", "--out", str(tmp_path / "x.jsonl"), "--home", str(p.home), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["source"].startswith("store")
+    # A server without an inspector on that home now: the old record is not believed either.
+    make_pt(home=p.home, ui=False)
+    dead = f"127.0.0.1:{free_port()}"
+    line = one_line_error(
+        cli("--format", "openai-chat", "--out", str(tmp_path / "y.jsonl"), "--home", str(p.home), "--ui", dead)
+    )
+    assert f"http://{dead}" in line and p.ui_url not in line and "--server" in line
 
 
 def test_server_with_inspector_off(fake: FakeUpstream, make_pt, tmp_path: Path):

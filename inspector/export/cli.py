@@ -53,11 +53,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--redact", action="store_true", help="scrub e-mails, phone numbers, IPs and API keys")
     q.add_argument("--split", type=float, metavar="FRACTION", help="write train/validation files, by thread")
     s = p.add_argument_group("where the captures are")
-    s.add_argument("--server", metavar="URL", help="a running prompttap's inspector URL (env PROMPTTAP_SERVER)")
+    s.add_argument(
+        "--server",
+        metavar="URL",
+        help="a running prompttap's inspector URL (env PROMPTTAP_SERVER; default: the one a `prompttap serve` "
+        "on --home recorded there)",
+    )
     s.add_argument("--home", metavar="DIR", help="data folder (default ./.prompttap)")
     s.add_argument("--store", metavar="DSN", help="chdb:///path or http(s)://user:pass@host:8123/db")
     s.add_argument("--config", metavar="FILE", help="prompttap.toml")
-    s.add_argument("--ui", metavar="HOST:PORT", help="inspector address of a running prompttap serve")
+    s.add_argument(
+        "--ui", metavar="HOST:PORT", help="inspector address of a running prompttap serve that recorded none"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the final report as JSON")
 

@@ -3,13 +3,13 @@
 1. ``--server URL`` or ``PROMPTTAP_SERVER``: through that inspector's ``/api/export``.
 2. A ClickHouse server store (``--store http(s)://...``): opened directly, it takes any
    number of clients.
-3. Embedded store: if ``<home>/spool/LOCK`` is locked (a ``prompttap serve`` on this home
-   holds it for its whole life; probed with a shared non-blocking flock that is released
-   at once), or opening the store says another process has it, the export goes through
-   the inspector at the ``--ui`` address (flag, ``PROMPTTAP_UI``, config file, default
-   127.0.0.1:8788), after checking with ``/api/export/info`` that it serves this very
-   store. If no such inspector answers, a one-line error says what to do. Otherwise the
-   store is opened read-only by this process for the duration of the export.
+3. Embedded store: if a ``prompttap serve`` runs on this home (``schemas.home``: it holds
+   the spool lock), or opening the store says another process has it, the export goes
+   through that server's inspector: at the address the server recorded in its home, else
+   at the ``--ui`` address (flag, ``PROMPTTAP_UI``, config file, default 127.0.0.1:8788),
+   after checking with ``/api/export/info`` that it serves this very store. If no such
+   inspector answers, a one-line error says what to do. Otherwise the store is opened
+   read-only by this process for the duration of the export.
 
 Nothing here writes to the store, so a server started while an export holds it fails
 to start with its usual "store in use" error and corrupts nothing.
@@ -18,7 +18,6 @@ to start with its usual "store in use" error and corrupts nothing.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sys
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from prompttap.inspector.export.errors import CliError
+from prompttap.schemas.home import inspector_url, local_url, serving
 
 if TYPE_CHECKING:
     from prompttap.inspector.export.cli import Progress
@@ -43,10 +43,6 @@ class Where:
     store_dsn: str
     ui: tuple[str, int] | None
     ui_token: str = ""
-
-    @property
-    def spool_dir(self) -> Path:
-        return self.home / "spool"
 
 
 def locate(settings: Where, server: str | None) -> Source:
@@ -63,7 +59,7 @@ def locate(settings: Where, server: str | None) -> Source:
         except StoreError as exc:
             raise CliError(str(exc)) from None
     path = Path(dsn[len("chdb://") :])
-    if spool_locked(settings.spool_dir):
+    if serving(settings.home):
         return _running_server(settings, dsn, f"a running `prompttap serve` owns {settings.home}", token)
     if not path.is_dir():
         raise CliError(f"no store at {path}: nothing captured there yet (check --home or --store)")
@@ -75,35 +71,16 @@ def locate(settings: Where, server: str | None) -> Source:
         return _running_server(settings, dsn, f"the store {path} is open in another process", token)
 
 
-def spool_locked(spool_dir: Path) -> bool:
-    """True while a ``prompttap serve`` holds this spool (its LOCK file is flock'd)."""
-    lock = spool_dir / "LOCK"
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
 def _running_server(settings: Where, dsn: str, why: str, token: str) -> ServerSource:
     remedy = "or stop it and export again"
-    if settings.ui is None:
-        raise CliError(
-            f"{why}; pass --server http://HOST:PORT with the --ui address of that server (it must run with "
-            f"its inspector on), {remedy}"
-        )
-    host, port = settings.ui
-    if host in ("0.0.0.0", "", "::"):
-        host = "127.0.0.1"
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    url = inspector_url(settings.home)  # where that server said its inspector listens
+    if url is None:
+        if settings.ui is None:
+            raise CliError(
+                f"{why}; pass --server http://HOST:PORT with the --ui address of that server (it must run with "
+                f"its inspector on), {remedy}"
+            )
+        url = local_url(*settings.ui)
     source = ServerSource(url, expect_store=dsn, token=token)
     try:
         source.check()
