@@ -381,3 +381,26 @@ def test_processes_racing_to_create_get_one_ca(tmp_path: Path):
     assert all(p.returncode == 0 for p in procs)
     assert len(prints) == 1
     assert prints == {LocalCA.load_or_create(tmp_path / "ca", ["api.openai.com"]).fingerprint}
+
+
+def test_a_ca_near_its_end_or_without_its_key_is_replaced(ca: LocalCA):
+    key = serialization.load_pem_private_key(ca.key_path.read_bytes(), password=None)
+    now = dt.datetime.now(dt.UTC)
+    builder = x509.CertificateBuilder(
+        issuer_name=ca.certificate.issuer,
+        subject_name=ca.certificate.subject,
+        public_key=ca.certificate.public_key(),
+        serial_number=x509.random_serial_number(),
+        not_valid_before=now - dt.timedelta(days=1),
+        not_valid_after=now + dt.timedelta(days=10),
+        extensions=list(ca.certificate.extensions),
+    )
+    ca.cert_path.write_bytes(pem(builder.sign(key, hashes.SHA256())))
+    renewed = LocalCA.load_or_create(ca.directory, HOSTS)
+    assert renewed.reissued and "expires on" in renewed.reason
+    assert renewed.not_after - now > dt.timedelta(days=3000)
+
+    renewed.key_path.unlink()
+    again = LocalCA.load_or_create(ca.directory, HOSTS)
+    assert again.reissued and not again.created and again.reason == "the CA key is missing"
+    assert again.key_path.is_file()

@@ -116,7 +116,7 @@ class LocalCA:
                 return cls._issue(directory, wanted, created=False, reason=str(exc))
             if update_hosts and set(ca.hosts) != set(wanted):
                 return cls._issue(directory, wanted, created=False, reason=_host_change(ca.hosts, wanted))
-            ca.system_bundle = write_bundle(ca.bundle_path, ca.cert_pem)
+            ca._write_bundle()
             return ca
 
     @classmethod
@@ -131,7 +131,10 @@ class LocalCA:
     def _load(cls, directory: Path) -> LocalCA:
         cert_pem = (directory / CA_CERT).read_bytes()
         key_file = directory / CA_KEY
-        key_pem = key_file.read_bytes()
+        try:
+            key_pem = key_file.read_bytes()
+        except FileNotFoundError:
+            raise _Unusable("the CA key is missing") from None
         mode = key_file.stat().st_mode & 0o777
         if mode & 0o077:  # someone loosened it: tighten it again, and say so
             os.chmod(key_file, 0o600)
@@ -203,8 +206,14 @@ class LocalCA:
             raise CAError(f"cannot write the CA to {directory}: {exc.strerror or exc}") from None
         ca = cls(directory, cert, key)
         ca.created, ca.reissued, ca.reason = created, not created, reason
-        ca.system_bundle = write_bundle(ca.bundle_path, ca.cert_pem)
+        ca._write_bundle()
         return ca
+
+    def _write_bundle(self) -> None:
+        try:
+            self.system_bundle = write_bundle(self.bundle_path, self.cert_pem)
+        except OSError as exc:
+            raise CAError(f"cannot write the CA bundle {self.bundle_path}: {exc.strerror or exc}") from None
 
     # -- leaves ----------------------------------------------------------------------------------
 
