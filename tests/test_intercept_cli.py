@@ -156,7 +156,7 @@ def test_upstream_for_a_host():
     assert upstream_for(hosts, "api.openai.com", 443).base == "http://127.0.0.1:4000"
     assert upstream_for(hosts, "api.openai.com", 443).prefix == "/openai"
     anthropic = upstream_for(hosts, "API.anthropic.com", 443)
-    assert (anthropic.name, anthropic.base, anthropic.port) == ("api.anthropic.com", "https://api.anthropic.com", 443)
+    assert (anthropic.name, anthropic.base, anthropic.prefix) == ("api.anthropic.com", "https://api.anthropic.com", "")
     assert upstream_for(hosts, "api.anthropic.com", 8443).base == "https://api.anthropic.com:8443"
     assert upstream_for(hosts, "api.anthropic.com", 80, "http").base == "http://api.anthropic.com"
     assert upstream_for(hosts, "github.com", 443) is None
