@@ -6,15 +6,17 @@ fill in what neither sets. Settings are read once, at start-up, and frozen.
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from prompttap.collector.intercept.hosts import BUILTIN_HOSTS, parse_intercept_hosts
+from prompttap.schemas.credentials import strip_userinfo
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
 DEFAULT_UI = "127.0.0.1:8788"
@@ -35,6 +37,8 @@ ENV = {
     "intercept_listen": "PROMPTTAP_INTERCEPT_LISTEN",
     "intercept_token": "PROMPTTAP_INTERCEPT_TOKEN",
     "upstream_ca": "PROMPTTAP_UPSTREAM_CA",
+    "max_header_bytes": "PROMPTTAP_MAX_HEADER_BYTES",
+    "max_headers": "PROMPTTAP_MAX_HEADERS",
 }
 """Environment variable for each setting that has one."""
 
@@ -45,21 +49,46 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """Where a route forwards to: ``base`` is scheme://host[:port], ``prefix`` its path."""
+    """Where a route forwards to. ``url`` and ``base`` never hold credentials: a ``user:password@``
+    in the configured URL becomes ``authorization`` (sent when the client sends none)."""
 
     name: str
-    url: str
-    base: str
-    prefix: str
+    url: str  # as configured, without userinfo: safe to log and store
+    base: str  # scheme://host[:port]
+    prefix: str  # the URL's own path, '' for none
+    scheme: str = "http"
+    host: str = ""  # for connecting (no brackets around IPv6)
+    port: int = 80
+    host_header: str = ""  # the Host header sent upstream: host[:port] as configured
+    authorization: str = field(default="", repr=False)
 
     @classmethod
     def parse(cls, name: str, url: str) -> Upstream:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"upstream for route {name!r} must be an http(s) URL, got {url!r}")
+            raise ConfigError(f"upstream for route {name!r} must be an http(s) URL, got {strip_userinfo(url)!r}")
         if parts.query or parts.fragment:
-            raise ConfigError(f"upstream URL {url!r} must not carry a query or fragment")
-        return cls(name, url, f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"))
+            raise ConfigError(f"upstream URL {strip_userinfo(url)!r} must not carry a query or fragment")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise ConfigError(f"upstream URL {strip_userinfo(url)!r} has an invalid port") from None
+        netloc = parts.netloc.rpartition("@")[2]
+        authorization = ""
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            authorization = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        return cls(
+            name,
+            strip_userinfo(url),
+            f"{parts.scheme}://{netloc}",
+            parts.path.rstrip("/"),
+            parts.scheme,
+            parts.hostname,
+            port,
+            netloc,
+            authorization,
+        )
 
     def target_path(self, path: str) -> str:
         """Join the upstream's own path with the request path.
@@ -95,6 +124,10 @@ class Settings:
     drain_after_finish_seconds: float = 5.0
     drain_after_finish_bytes: int = 2**20
     fsync_interval: float = 0.05
+    max_header_bytes: int = 64 * 1024  # request line and headers, like nginx's and Node's limits
+    max_headers: int = 100  # like Apache's LimitRequestFields
+    header_timeout: float = 10.0  # a client must finish its request head within this (slowloris)
+    shutdown_timeout: float = 10.0  # on SIGTERM, in-flight exchanges get this long to finish
     log_level: str = "info"
     ui_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
     upstream_keys: dict[str, str] = field(default_factory=dict)  # route -> name of the env var holding its key
@@ -170,7 +203,7 @@ def load(flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settin
         kw["home"] = Path(str(merged["home"]))
     if "store" in merged:
         kw["store"] = _check_dsn(str(merged["store"]))
-    for key in ("max_body_bytes", "retention_days", "spool_max_bytes"):
+    for key in ("max_body_bytes", "retention_days", "spool_max_bytes", "max_header_bytes", "max_headers"):
         if key in merged:
             try:
                 kw[key] = int(merged[key])
@@ -187,6 +220,16 @@ def load(flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settin
             ) from None
         if kw["upstream_read_timeout"] <= 0:
             raise ConfigError("upstream_timeout must be positive")
+    if "header_timeout" in merged:
+        try:
+            kw["header_timeout"] = float(merged["header_timeout"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"header_timeout must be a number of seconds, got {merged['header_timeout']!r}") from None
+        if kw["header_timeout"] <= 0:
+            raise ConfigError("header_timeout must be positive")
+    for key in ("max_header_bytes", "max_headers"):
+        if kw.get(key) == 0:
+            raise ConfigError(f"{key} must be positive")
     if "log_level" in merged:
         kw["log_level"] = str(merged["log_level"])
     if merged.get("ui_token"):

@@ -1,31 +1,30 @@
-"""The recording proxy: a plain ASGI app (the hot path) with aiohttp upstream.
+"""The recording proxy: a plain ASGI app (the hot path) over prompttap's own upstream client.
 
-One exchange follows one path: client -> ``Proxy.__call__`` -> upstream, and every
-response chunk is sent to the client first and then teed into a ``Tee``. When the
-exchange ends (or just before the client can see it end), ``Tee.capture`` freezes a
-``Capture`` and the recorder spools it. Nothing here waits on a sink.
+One exchange follows one path: client -> ``Proxy.__call__`` -> upstream. The request body is
+forwarded as it arrives; every response chunk is teed into the ``Exchange`` and then sent to
+the client. Just before the client can see the answer complete (the last byte of a sized
+body, or the chunk that completes a stream's terminal event), the exchange is spooled as a
+``Capture``; it is spooled again at the end only if it changed. Nothing here waits on a sink.
 
-Plain ASGI rather than a framework because measurement says so
-(``proxy-stack-calibration.md``): per-request routing machinery triples the CPU cost.
+Plain ASGI rather than a framework: per-request routing machinery triples the CPU cost of a
+pass-through (measured when the proxy was first built; the bench keeps checking it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import orjson
-from prompttap.collector.config import Settings, Upstream
-from prompttap.schemas.capture import Capture, new_capture_id
-from prompttap.schemas.credentials import redact_headers, redact_query
+from prompttap.collector.config import Settings
+from prompttap.collector.exchange import OWN_HEADER_PREFIX, Exchange, header
+from prompttap.collector.routing import RouteError, Router
+from prompttap.collector.upstream import Connection, Origin, Pool, UpstreamError, chunk, client_tls, request_head
+from prompttap.schemas.capture import Capture
+from prompttap.schemas.credentials import scrub
 
 log = logging.getLogger("prompttap.proxy")
 
@@ -33,7 +32,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# RFC 9110 7.6.1 hop-by-hop fields, plus what the transport recomputes on each leg.
+# RFC 9110 7.6.1 hop-by-hop fields, plus what each leg frames for itself.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -48,81 +47,11 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"host",
         b"content-length",
+        b"expect",  # the body is streamed anyway; an upstream's 100 Continue is not relayed
     }
 )
-OWN_HEADER_PREFIX = b"x-prompttap-"
+INVALID = "invalid_request_error"  # OpenAI's error type for a request the client got wrong
 STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson", b"application/jsonl")
-# An event after which a streaming client considers the answer complete: the capture is
-# spooled before that chunk is sent, so a crash can never lose an answer a client saw.
-TERMINAL_EVENT = re.compile(
-    rb"data: \[DONE\]|event: message_stop|\"done\":\s*true|\"type\":\s*\"response\.(?:completed|failed|incomplete)\""
-)
-
-
-def is_terminal(chunk: bytes) -> bool:
-    """TERMINAL_EVENT in chunk. Substrings every terminal event contains are checked first: a substring
-    test is a fast C scan, where the regex tries its alternatives at each quote and letter of the JSON
-    (measured: 1 us against 2.4-3.3 us for a typical chat chunk)."""
-    hinted = b"[DONE]" in chunk or b"message_stop" in chunk or b'"done"' in chunk or b"response." in chunk
-    return hinted and TERMINAL_EVENT.search(chunk) is not None
-
-
-# Events that mean the generation is over, even if trailing usage/[DONE] is still to come.
-FINISHED_EVENT = re.compile(
-    rb"\"finish_reason\":\s*\"|\"stop_reason\":\s*\"|\"finishReason\":\s*\"|" + TERMINAL_EVENT.pattern
-)
-
-
-class Tee:
-    """The recording side of one exchange: a bounded copy of both bodies plus timings."""
-
-    __slots__ = (
-        "body_limit",
-        "chunks",
-        "kept",
-        "recorded",
-        "sha",
-        "size",
-        "t0",
-        "timing",
-        "truncated",
-        "ttfb",
-    )
-
-    def __init__(self, t0: float, body_limit: int) -> None:
-        self.t0 = t0
-        self.body_limit = body_limit
-        self.chunks: list[bytes] = []
-        self.kept = 0
-        self.size = 0
-        self.sha = hashlib.sha256()
-        self.timing: list[tuple[float, int]] = []
-        self.truncated = False
-        self.ttfb: float | None = None
-        self.recorded: tuple[int, str] | None = None  # (size, outcome) when last spooled
-
-    def feed(self, chunk: bytes) -> None:
-        offset = (time.perf_counter() - self.t0) * 1000.0
-        if self.ttfb is None:
-            self.ttfb = offset
-        n = len(chunk)
-        self.size += n
-        self.timing.append((round(offset, 3), n))
-        self.sha.update(chunk)
-        if self.kept + n <= self.body_limit:
-            self.chunks.append(chunk)
-            self.kept += n
-        elif not self.truncated:
-            self.truncated = True
-            room = self.body_limit - self.kept
-            if room > 0:
-                self.chunks.append(chunk[:room])
-                self.kept += room
-
-    def finished_seen(self) -> bool:
-        """Did the generation finish (a finish/stop event arrived)? Scanned only on disconnect."""
-        tail = b"".join(self.chunks[-4:])
-        return bool(FINISHED_EVENT.search(tail)) or any(FINISHED_EVENT.search(c) for c in self.chunks)
 
 
 class Proxy:
@@ -131,227 +60,226 @@ class Proxy:
     def __init__(self, settings: Settings, record: Callable[[Capture], None]) -> None:
         self.settings = settings
         self.record = record
-        self.routes = settings.routes
-        self.default = settings.upstream
-        self.session: aiohttp.ClientSession | None = None
+        self.router = Router(settings.upstream, settings.routes)
+        self.pool = Pool(settings.upstream_connect_timeout)
+        self.origins: dict[str, Origin] = {}
         self.inflight = 0
         self.health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"}
         self.metrics: Callable[[], str] = lambda: ""
+        # Literal secrets configured for upstreams, scrubbed from any text the proxy writes out.
+        self.secrets = [u.authorization.split(" ", 1)[-1] for u in [settings.upstream, *settings.routes.values()]]
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=self.settings.upstream_connect_timeout,
-            sock_read=self.settings.upstream_read_timeout,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            timeout=timeout,
-            auto_decompress=False,  # compressed bodies reach the client byte-identical
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            trust_env=False,  # never route capture traffic through an env-configured proxy
-        )
+        tls = client_tls(getattr(self.settings, "upstream_ca", None) or None)
+        for upstream in [self.settings.upstream, *self.settings.routes.values()]:
+            self.origins[upstream.name] = Origin(upstream.scheme, upstream.host, upstream.port, tls)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        self.pool.close()
 
-    # -- ASGI entry ---------------------------------------------------------------
+    # -- ASGI entry ---------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        path: str = scope["path"]
-        if path.startswith("/_prompttap/"):
+        raw_path: bytes = scope["raw_path"]
+        if raw_path.startswith(b"/_prompttap/"):
             await self._own(scope, send)
             return
-        method: str = scope["method"]
-        if method == "CONNECT":
+        if scope["method"] == "CONNECT":
             await _json_error(
                 send, 405, "CONNECT is not supported: prompttap is not an open proxy", "invalid_request_error"
             )
             return
-        upstream, route, rel_path = self._route(path)
-        body = await _read_body(receive)
+        try:
+            upstream, target = self.router.route(raw_path, scope["query_string"])
+        except RouteError as exc:
+            await _json_error(send, 400, str(exc), INVALID)
+            return
+        ex = Exchange(scope, upstream, upstream.name, target, self.settings.max_body_bytes)
         self.inflight += 1
         try:
-            await self._exchange(scope, receive, send, upstream, route, rel_path, body)
+            await self._exchange(ex, receive, send)
         finally:
             self.inflight -= 1
 
-    def _route(self, path: str) -> tuple[Upstream, str, str]:
-        if self.routes:
-            first, _, rest = path[1:].partition("/")
-            upstream = self.routes.get(first)
-            if upstream is not None:
-                return upstream, first, "/" + rest
-        return self.default, "default", path
-
-    async def _exchange(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        upstream: Upstream,
-        route: str,
-        rel_path: str,
-        body: bytes,
-    ) -> None:
-        t0 = time.perf_counter()
-        started_at = time.time()
-        raw_query: bytes = scope["query_string"]
-        target = upstream.base + upstream.target_path(rel_path)
-        if raw_query:
-            target += "?" + raw_query.decode("latin-1")
-        headers, own = _upstream_headers(scope["headers"])
-        tee = Tee(t0, self.settings.max_body_bytes)
-        # One identity per exchange, however many times its capture is spooled.
-        trace_id, parent = _traceparent(_header(scope["headers"], b"traceparent"))
-        identity = (new_capture_id(), trace_id, os.urandom(8).hex(), parent)
-        state: dict[str, Any] = {
-            "status": 0,
-            "outcome": "ok",
-            "error": "",
-            "resp_headers": [],
-            "disconnected": False,
-        }
-
-        def capture() -> Capture:
-            return self._capture(scope, upstream, route, rel_path, body, own, tee, state, started_at, t0, identity)
-
-        try:
-            resp = await self.session.request(  # type: ignore[union-attr]
-                scope["method"], target, headers=headers, data=body or None, allow_redirects=False
-            )
-        except Exception as exc:
-            status, kind = _transport_failure(exc)
-            state.update(status=status, outcome="upstream_unreachable", error=f"{kind}: {exc!r}"[:2000])
-            self._spool(capture, tee, state)
-            await _json_error(
-                send,
-                status,
-                f"prompttap could not reach upstream {upstream.base} for route {route!r}: {kind}",
-                "upstream_unreachable" if status == 502 else "upstream_timeout",
-            )
+    async def _exchange(self, ex: Exchange, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "http.request":
+            ex.fail("client_cancelled", "client disconnected before sending its request body; nothing was forwarded")
+            self._spool(ex)
             return
+        body: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        ex.request.feed(body)
+        headers, chunked = self._upstream_headers(ex)
+        head = request_head(ex.method.encode("ascii"), ex.target, ex.upstream.host_header.encode("ascii"), headers)
+        first = (chunk(body) if body else b"") + (b"" if more else chunk(b"")) if chunked else body
+        timeout = self.settings.upstream_read_timeout
+        origin = self.origins[ex.upstream.name]
+        for attempt in (1, 2):
+            try:
+                conn = await self.pool.acquire(origin)
+            except UpstreamError as exc:
+                await self._unreachable(ex, send, exc)
+                return
+            conn.start(head + first, no_body=ex.method == "HEAD")
+            pump = asyncio.ensure_future(self._pump(ex, conn, receive, chunked)) if more else None
+            try:
+                await conn.response_head(timeout)
+                break
+            except UpstreamError as exc:
+                if pump is not None:
+                    pump.cancel()
+                conn.abort()
+                if ex.outcome == "client_cancelled":  # the upload broke: the upstream got no whole request
+                    self._spool(ex)
+                    return
+                # A kept-alive connection the upstream closed as we reused it: nothing reached it.
+                if attempt == 1 and conn.reused and pump is None and exc.kind == "upstream_unreachable":
+                    continue
+                await self._unreachable(ex, send, exc)
+                return
+        await self._relay(ex, conn, send, receive, pump)
 
-        await self._relay(resp, send, receive, tee, state, capture)
+    async def _pump(self, ex: Exchange, conn: Connection, receive: Receive, chunked: bool) -> None:
+        """Forward the rest of the request body as it arrives; abort the upstream request if the
+        client's upload does not complete, so a cut upload never reaches it as a whole one."""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                declared = header(ex.request_headers, b"content-length")
+                of = f" of {declared}" if declared else ""
+                ex.fail(
+                    "client_cancelled",
+                    f"client disconnected after sending {ex.request.size}{of} request body bytes; "
+                    "the upstream request was aborted",
+                )
+                conn.abort()
+                return
+            body = message.get("body", b"")
+            ex.request.feed(body)
+            if body:
+                conn.write(chunk(body) if chunked else body)
+            if not message.get("more_body", False):
+                if chunked:
+                    conn.write(chunk(b""))
+                return
+            await conn.drain()
 
     async def _relay(
-        self,
-        resp: aiohttp.ClientResponse,
-        send: Send,
-        receive: Receive,
-        tee: Tee,
-        state: dict[str, Any],
-        capture: Callable[[], Capture],
+        self, ex: Exchange, conn: Connection, send: Send, receive: Receive, pump: asyncio.Future[None] | None
     ) -> None:
-        state["status"] = resp.status
-        if resp.status >= 400:
-            state["outcome"] = "upstream_error"
-        state["resp_headers"] = resp.raw_headers
-        out_headers = [
-            (k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP or k.lower() == b"content-length"
-        ]
-        streaming = resp.headers.get("content-type", "").encode("latin-1").lower().startswith(STREAM_TYPES)
-        expected = resp.content_length
-        gone = _ClientGone(resp, tee, state, streaming, self.settings)
+        ex.status = conn.status
+        if conn.status >= 400:
+            ex.outcome = "upstream_error"
+        ex.response_headers = conn.headers
+        out_headers = []
+        content_type = b""
+        expected: int | None = None
+        for k, v in conn.headers:
+            name = k.lower()
+            if name == b"content-type":
+                content_type = v.lower()
+            elif name == b"content-length" and v.strip().isdigit():
+                expected = int(v)
+            if name not in HOP_BY_HOP or name == b"content-length":
+                out_headers.append((name, v))
+        streaming = content_type.startswith(STREAM_TYPES)
+        gone = _ClientGone(conn, ex, streaming, self.settings)
         cycle = getattr(send, "__self__", None)  # uvicorn's cycle knows when the client left
-        watcher = asyncio.ensure_future(gone.watch(receive)) if streaming else None
+        watcher = asyncio.ensure_future(gone.watch(receive, pump)) if streaming else None
+        tee = ex.response
+        timeout = self.settings.upstream_read_timeout
+        ended = False
         try:
-            await send({"type": "http.response.start", "status": resp.status, "headers": out_headers})
-            async for chunk in resp.content.iter_any():
-                tee.feed(chunk)
+            await send({"type": "http.response.start", "status": conn.status, "headers": out_headers})
+            while True:
+                data = await conn.read(timeout)
+                if not data:
+                    ended = True
+                    break
+                tee.feed(data)
                 if gone.happened or (cycle is not None and cycle.disconnected):
                     if not gone.keep_draining():
                         break
                     continue
-                if (expected is not None and tee.size == expected) or (streaming and is_terminal(chunk)):
-                    self._spool(capture, tee, state)  # before the client can see the answer complete
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if (expected is not None and tee.size == expected) or (streaming and tee.ends_stream(data)):
+                    self._spool(ex)  # before the client can see the answer complete
+                await send({"type": "http.response.body", "body": data, "more_body": True})
         except asyncio.CancelledError:
-            state.update(outcome="client_cancelled", error="prompttap shut down mid-response")
+            ex.fail("client_cancelled", "prompttap shut down mid-response")
             raise
-        except Exception as exc:
+        except UpstreamError as exc:
             if not gone.happened:
-                state.update(outcome="upstream_error", error=f"upstream failed mid-response: {exc!r}"[:2000])
+                ex.fail("upstream_error", f"upstream failed mid-response: {exc}")
         finally:
             if watcher is not None:
                 watcher.cancel()
+            if pump is not None and not pump.done():
+                pump.cancel()  # the upstream answered before the body was all sent: not reusable
+                ended = False
             gone.settle()
-            resp.release()
-            if tee.recorded != (tee.size, state["outcome"]):
-                self._spool(capture, tee, state)
+            if ended and conn.reusable:
+                self.pool.release(conn)
+            else:
+                conn.abort()
+            if ex.changed:
+                self._spool(ex)
         if gone.happened:
             return
-        if state["error"]:
+        if ex.error:
             _cut_connection(send)  # the upstream's body broke: the client must see it broken too
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    def _spool(self, capture: Callable[[], Capture], tee: Tee, state: dict[str, Any]) -> None:
-        """Spool the exchange as it stands. Spooled again (same id) only if it changed since:
-        the store keeps the newest version of a capture id."""
-        tee.recorded = (tee.size, state["outcome"])
+    def _upstream_headers(self, ex: Exchange) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """Headers to forward, as bytes (hop-by-hop and prompttap's own removed), and whether the
+        body is sent chunked (the client sent it chunked: its length is not known in advance)."""
+        raw = ex.request_headers
+        listed: set[bytes] = set()
+        length = None
+        chunked = False
+        auth = False
+        for k, v in raw:
+            if k == b"connection":
+                listed.update(t.strip().lower() for t in v.split(b","))
+            elif k == b"content-length":
+                length = v
+            elif k == b"transfer-encoding":
+                chunked = True
+            elif k == b"authorization":
+                auth = True
+        out = [
+            (k, v) for k, v in raw if k not in HOP_BY_HOP and k not in listed and not k.startswith(OWN_HEADER_PREFIX)
+        ]
+        if ex.upstream.authorization and not auth:
+            out.append((b"authorization", ex.upstream.authorization.encode("latin-1")))
+        if length is not None:
+            out.append((b"content-length", length))
+        elif chunked:
+            out.append((b"transfer-encoding", b"chunked"))
+        return out, chunked and length is None
+
+    async def _unreachable(self, ex: Exchange, send: Send, exc: UpstreamError) -> None:
+        ex.status = exc.status
+        ex.fail("upstream_unreachable", scrub(f"{exc.kind}: {exc}", self.secrets))
+        self._spool(ex)
+        await _json_error(
+            send,
+            exc.status,
+            f"prompttap could not reach upstream {ex.upstream.base} for route {ex.route!r}: {exc}",
+            "upstream_unreachable" if exc.status == 502 else "upstream_timeout",
+        )
+
+    def _spool(self, ex: Exchange) -> None:
+        """Spool the exchange as it stands; the store keeps the newest version of a capture id."""
         try:
-            self.record(capture())
+            self.record(ex.capture())
         except Exception:
             log.exception("could not build a capture record")
-
-    def _capture(
-        self,
-        scope: Scope,
-        upstream: Upstream,
-        route: str,
-        rel_path: str,
-        body: bytes,
-        own: dict[str, str],
-        tee: Tee,
-        state: dict[str, Any],
-        started_at: float,
-        t0: float,
-        identity: tuple[Any, str, str, str],
-    ) -> Capture:
-        req_headers = redact_headers(scope["headers"])
-        query = redact_query(scope["query_string"].decode("latin-1"))
-        capture_id, trace_id, span_id, parent = identity
-        limit = self.settings.max_body_bytes
-        tags = [t.strip() for t in own.get("tags", "").split(",") if t.strip()]
-        upstream_url = upstream.base + upstream.target_path(rel_path) + (f"?{query}" if query else "")
-        return Capture(
-            id=capture_id,
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_span_id=parent,
-            started_at=started_at,
-            route=route,
-            method=scope["method"],
-            path=scope["path"] + (f"?{query}" if query else ""),
-            upstream_url=upstream_url,
-            duration_ms=round((time.perf_counter() - t0) * 1000.0, 3),
-            ttft_ms=tee.ttfb,
-            status_code=state["status"],
-            outcome=state["outcome"],
-            error=state["error"],
-            request_headers=req_headers,
-            response_headers=redact_headers(state["resp_headers"]),
-            request_body=body[:limit],
-            response_body=b"".join(tee.chunks),
-            request_size=len(body),
-            response_size=tee.size,
-            request_sha256=hashlib.sha256(body).hexdigest(),
-            response_sha256=tee.sha.hexdigest(),
-            truncated=tee.truncated or len(body) > limit,
-            stream_timing=tee.timing,
-            client=req_headers.get("user-agent", ""),
-            session_id=own.get("session", ""),
-            user_id=own.get("user", ""),
-            tags=tags,
-            replay_of=own.get("replay-of") or None,
-            tracestate=req_headers.get("tracestate", ""),
-        )
 
     # -- prompttap's own endpoints on the proxy port ------------------------------------
     async def _own(self, scope: Scope, send: Send) -> None:
@@ -394,36 +322,6 @@ class _UpstreamBroke(Exception):
     """Raised into the server so the client's connection is cut, as the upstream's was."""
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    parts = [body]
-    while message.get("more_body"):
-        message = await receive()
-        parts.append(message.get("body", b""))
-    return b"".join(parts)
-
-
-def _upstream_headers(raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """Headers to forward (hop-by-hop and prompttap's own removed) and prompttap's own values."""
-    listed: set[bytes] = set()
-    for k, v in raw:
-        if k == b"connection":
-            listed.update(t.strip().lower() for t in v.split(b","))
-    out: list[tuple[str, str]] = []
-    own: dict[str, str] = {}
-    for k, v in raw:
-        if k in HOP_BY_HOP or k in listed:
-            continue
-        if k.startswith(OWN_HEADER_PREFIX):
-            own[k[len(OWN_HEADER_PREFIX) :].decode("latin-1")] = v.decode("latin-1")
-            continue
-        out.append((k.decode("latin-1"), v.decode("latin-1")))
-    return out, own
-
-
 class _ClientGone:
     """What to do when the client leaves mid-response.
 
@@ -433,47 +331,42 @@ class _ClientGone:
     A non-stream response is already generated: it is read to its end.
     """
 
-    __slots__ = ("deadline", "happened", "limit", "resp", "settings", "state", "streaming", "tee")
+    __slots__ = ("conn", "deadline", "ex", "happened", "limit", "settings", "streaming")
 
-    def __init__(
-        self,
-        resp: aiohttp.ClientResponse,
-        tee: Tee,
-        state: dict[str, Any],
-        streaming: bool,
-        settings: Settings,
-    ) -> None:
-        self.resp, self.tee, self.state, self.streaming, self.settings = resp, tee, state, streaming, settings
+    def __init__(self, conn: Connection, ex: Exchange, streaming: bool, settings: Settings) -> None:
+        self.conn, self.ex, self.streaming, self.settings = conn, ex, streaming, settings
         self.happened = False
         self.deadline = 0.0
         self.limit = 0
 
-    async def watch(self, receive: Receive) -> None:
+    async def watch(self, receive: Receive, pump: asyncio.Future[None] | None) -> None:
+        if pump is not None:
+            await asyncio.wait({pump})  # the request body's pump reads receive() until it is done
         while (await receive())["type"] != "http.disconnect":
             pass
         self.mark()
-        if self.state["outcome"] == "client_cancelled":
-            self.resp.close()  # wakes the relay loop at once, and ends the upstream request
+        if self.ex.outcome == "client_cancelled":
+            self.conn.abort()  # wakes the relay loop at once, and ends the upstream request
 
     def mark(self) -> None:
         if self.happened:
             return
         self.happened = True
-        if self.streaming and not self.tee.finished_seen():
-            self.state.update(outcome="client_cancelled", error="client disconnected before the response finished")
+        if self.streaming and not self.ex.response.finished_seen():
+            self.ex.fail("client_cancelled", "client disconnected before the response finished")
         else:
             self.deadline = time.monotonic() + self.settings.drain_after_finish_seconds
-            self.limit = self.tee.size + self.settings.drain_after_finish_bytes
+            self.limit = self.ex.response.size + self.settings.drain_after_finish_bytes
 
     def keep_draining(self) -> bool:
         self.mark()
-        if self.state["outcome"] == "client_cancelled":
+        if self.ex.outcome == "client_cancelled":
             return False
-        return not self.streaming or (time.monotonic() < self.deadline and self.tee.size < self.limit)
+        return not self.streaming or (time.monotonic() < self.deadline and self.ex.response.size < self.limit)
 
     def settle(self) -> None:
-        if self.happened and self.state["outcome"] == "client_cancelled":
-            self.resp.close()
+        if self.happened and self.ex.outcome == "client_cancelled":
+            self.conn.abort()
 
 
 def _cut_connection(send: Send) -> None:
@@ -485,33 +378,6 @@ def _cut_connection(send: Send) -> None:
         raise _UpstreamBroke("upstream body broke")
     cycle.disconnected = True
     transport.close()
-
-
-def _transport_failure(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return 504, "upstream timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return 502, "connection refused or host unreachable"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return 502, "upstream closed the connection"
-    return 502, type(exc).__name__
-
-
-def _header(raw: list[tuple[bytes, bytes]], name: bytes) -> str:
-    for k, v in raw:
-        if k == name:
-            return v.decode("latin-1")
-    return ""
-
-
-def _traceparent(value: str) -> tuple[str, str]:
-    """(trace id, parent span id) from a W3C traceparent, or a fresh trace id."""
-    parts = value.strip().split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16 and parts[1] != "0" * 32:
-        with contextlib.suppress(ValueError):
-            int(parts[1], 16), int(parts[2], 16)
-            return parts[1].lower(), parts[2].lower()
-    return os.urandom(16).hex(), ""
 
 
 async def _send_json(send: Send, status: int, payload: Any) -> None:

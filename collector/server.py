@@ -25,6 +25,7 @@ from typing import Any
 import uvicorn
 from prompttap.collector.config import Settings
 from prompttap.collector.encoder import Encoder
+from prompttap.collector.listener import ProxyProtocol
 from prompttap.collector.memory import compact_malloc, release_startup_pages
 from prompttap.collector.priority import GIL_SWITCH_INTERVAL, Priority
 from prompttap.collector.proxy import Proxy
@@ -33,27 +34,16 @@ from prompttap.collector.sinks.base import Sink
 from prompttap.collector.sinks.clickhouse import ClickHouseSink
 from prompttap.collector.spool import Spool
 from prompttap.schemas.store import open_migrated
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("prompttap")
+
+DRAIN_ON_STOP = 5.0
+"""Seconds the sinks get to drain on SIGTERM, after in-flight exchanges (``shutdown_timeout``):
+together well inside a container's grace period (compose: 30 s); the rest waits in the spool."""
 
 
 class StartupError(RuntimeError):
     """Start-up cannot continue; the message is the one line the user sees."""
-
-
-class _ProxyProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing absolute-form targets (open-relay requests).
-
-    httptools drops the scheme and host of ``GET http://elsewhere/ HTTP/1.1`` before the
-    app sees the scope, so the check has to happen here, on the raw request target.
-    """
-
-    def on_headers_complete(self) -> None:
-        if self.url[:1] != b"/" and self.url != b"*":
-            method = self.parser.get_method()
-            self.url = b"/" if method == b"CONNECT" else b"/_prompttap/refused"
-        super().on_headers_complete()
 
 
 class _Server(uvicorn.Server):
@@ -97,7 +87,7 @@ class App:
             fsync_interval=settings.fsync_interval,
             max_bytes=settings.spool_max_bytes or None,
         )
-        self.encoder = Encoder()
+        self.encoder = Encoder(settings.max_body_bytes)
         # Everything but the event loop (this thread) is background work; see collector.priority.
         self.priority = Priority(threading.get_native_id(), lambda: [p for p in [self.encoder.pid] if p])
         self.recorder = Recorder(
@@ -175,8 +165,8 @@ def serve(settings: Settings, ui_app: Callable[[App], Any] | None = None) -> int
     try:
         runner(_run(app, ui, sockets))
     finally:
-        log.info("stopping: draining the spool into the sinks (up to 10 s)")
-        left = app.recorder.close(timeout=10.0)
+        log.info("stopping: draining the spool into the sinks (up to %g s)", DRAIN_ON_STOP)
+        left = app.recorder.close(timeout=DRAIN_ON_STOP)
         log.info("prompttap stopped%s", f"; waiting in the spool for the next start: {left}" if left else "")
     return 0
 
@@ -185,19 +175,27 @@ async def _run(app: App, ui: Any, sockets: list[socket.socket]) -> None:
     settings = app.settings
     proxy_cfg = uvicorn.Config(
         app.proxy,
-        http=_ProxyProtocol,
+        http=ProxyProtocol.with_limits(settings.max_header_bytes, settings.max_headers, settings.header_timeout),
+        ws="none",  # no upgrades: an LLM API call is a request and a response
         loop="none",
         lifespan="on",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
         server_header=False,
         date_header=False,
         proxy_headers=False,  # the proxy never reads scope["client"]: skip uvicorn's X-Forwarded-For rewrite
     )
     servers = [_Server(proxy_cfg)]
     if ui is not None:
-        ui_cfg = uvicorn.Config(ui, loop="none", lifespan="off", access_log=False, log_level="warning")
+        ui_cfg = uvicorn.Config(
+            ui,
+            loop="none",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=settings.shutdown_timeout,  # a live tail must not hold the exit
+        )
         servers.append(_Server(ui_cfg))
 
     def stop() -> None:

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
 from prompttap.collector import config
+from prompttap.schemas.credentials import ScrubFilter
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="another host name the inspector answers to, e.g. a reverse proxy's (repeatable; "
         "env PROMPTTAP_UI_ALLOWED_HOSTS, comma-separated); other names get 421",
     )
+    limits = serve.add_argument_group("limits on what a client may send (answered before anything is forwarded)")
+    limits.add_argument(
+        "--max-header-bytes",
+        type=int,
+        metavar="N",
+        help="request line and headers, in all (default 65536; larger: 431; env PROMPTTAP_MAX_HEADER_BYTES)",
+    )
+    limits.add_argument(
+        "--max-headers", type=int, metavar="N", help="header fields per request (default 100; more: 431)"
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a client must send its whole request head within this (default 10; slower: 408, closed)",
+    )
     serve.add_argument(
         "--upstream-key",
         metavar="ROUTE=ENV_VAR",
@@ -120,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Every line any library logs passes the one credential scrubber, with the secrets configured here.
+    secrets = [u.authorization.split(" ", 1)[-1] for u in [settings.upstream, *settings.routes.values()]]
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubFilter([*secrets, settings.ui_token, settings.intercept_token]))
     import clickhouse_connect.driver.httputil  # noqa: F401 - it sets urllib3's level on import; override after
 
     for noisy in ("urllib3", "clickhouse_connect"):  # their retries are reported by us, once

@@ -16,7 +16,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from prompttap.collector.proxy import TERMINAL_EVENT, is_terminal
+from prompttap.collector.exchange import TERMINAL_EVENT, is_terminal
 
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap, free_port
