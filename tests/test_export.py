@@ -372,10 +372,10 @@ def test_per_capture_and_no_dedupe_opt_outs(world: World, tmp_path: Path):
     assert turn2["messages"][-1]["tool_calls"] == world.conv_a[4]["tool_calls"]
 
 
-def test_anthropic_format_over_http_get(world: World):
+def test_anthropic_format_over_http(world: World):
     world.ensure_running()
     url = f"{world.pt.ui_url}/api/export"
-    r = httpx.get(url, params={"format": "anthropic"}, timeout=60)
+    r = httpx.post(url, json={"format": "anthropic"}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/x-ndjson")
     assert "attachment" in r.headers["content-disposition"] and ".jsonl" in r.headers["content-disposition"]
@@ -511,9 +511,9 @@ def test_split_is_deterministic_and_by_thread(world: World, tmp_path: Path):
     threads: dict[str, set[str]] = {}
     rows = 0
     for part in ("train", "validation"):
-        r = httpx.get(
+        r = httpx.post(
             f"{world.pt.ui_url}/api/export",
-            params={"format": "langfuse", "per_capture": "true", "split": "0.5", "part": part},
+            json={"format": "langfuse", "per_capture": True, "split": 0.5, "part": part},
             timeout=60,
         )
         threads[part] = {json.loads(ln)["metadata"]["thread_id"] for ln in r.text.splitlines()}
@@ -744,9 +744,9 @@ def test_no_store_yet(tmp_path: Path):
 
 def test_bad_request_over_http(world: World):
     world.ensure_running()
-    r = httpx.get(f"{world.pt.ui_url}/api/export", params={"format": "csv"})
+    r = httpx.post(f"{world.pt.ui_url}/api/export", json={"format": "csv"})
     assert r.status_code == 400 and "format must be one of" in r.json()["detail"]
-    r = httpx.get(f"{world.pt.ui_url}/api/export", params={"since": "yesterday-ish"})
+    r = httpx.post(f"{world.pt.ui_url}/api/export", json={"since": "yesterday-ish"})
     assert r.status_code == 400 and "not a time" in r.json()["detail"]
     assert httpx.get(f"{world.pt.ui_url}/api/export/reports/nope").status_code == 404
     info = httpx.get(f"{world.pt.ui_url}/api/export/info").json()
@@ -842,25 +842,71 @@ def test_export_button_posts_the_list_filters_with_csrf(world: World):
         assert forged.status_code == 403
 
 
-def test_export_link_keeps_the_capture_list_filters():
-    from prompttap.inspector.export import export_url
+def test_a_get_never_starts_an_export_and_other_origins_cannot_post_one(world: World):
+    """Issue 15: an export is a POST with the Origin and CSRF checks. A GET that started one could
+    be fired by any page (a link, an <img>): it must not run the export at all."""
+    world.ensure_running()
+    base = world.pt.ui_url
+    for path in ("/api/export", "/api/export/form"):
+        r = httpx.get(base + path, params={"format": "openai-chat", "include_incomplete": "true"}, timeout=60)
+        assert r.status_code == 405, (path, r.status_code)
+        assert "x-prompttap-export-id" not in r.headers and "attachment" not in r.headers.get("content-disposition", "")
+    with httpx.Client(base_url=base, timeout=60) as browser:
+        page = browser.get("/").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        form = {"csrf_token": token, "format": "openai-chat"}
+        for evil in ({"origin": "http://evil.example"}, {"origin": "null"}, {"sec-fetch-site": "cross-site"}):
+            assert browser.post("/api/export/form", data=form, headers=evil).status_code == 403, evil
+            assert browser.post("/api/export", json={"format": "openai-chat"}, headers=evil).status_code == 403, evil
+        same = {"origin": base, "sec-fetch-site": "same-origin"}
+        assert browser.post("/api/export/form", data={"format": "openai-chat"}, headers=same).status_code == 403
+        assert browser.post("/api/export", json={"format": "openai-chat"}, headers=same).status_code == 403
+        ok = browser.post("/api/export", json={"format": "openai-chat"}, headers={**same, "x-csrf-token": token})
+        assert ok.status_code == 200 and len(ok.text.splitlines()) >= 7
+
+
+def test_export_button_in_a_real_browser(world: World, tmp_path: Path):
+    """The capture list's Export form in headless Chromium: a POST carrying the CSRF token and the
+    list's filters downloads the file; the browser never sends a GET to the export API."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    world.ensure_running()
+    sent: list[tuple[str, str, str]] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless=new", "--no-sandbox"])
+        try:
+            page = browser.new_page(accept_downloads=True)
+            page.on("request", lambda req: sent.append((req.method, req.url, req.post_data or "")))
+            page.goto(f"{world.pt.ui_url}/?route=claude")
+            page.select_option('[data-testid="export-format"]', "anthropic")
+            with page.expect_download() as info:
+                page.click('[data-testid="export-button"]')
+            download = info.value
+            out = tmp_path / "download.jsonl"
+            download.save_as(out)
+            assert download.failure() is None
+            assert download.suggested_filename.startswith("prompttap-anthropic-")
+        finally:
+            browser.close()
+    items = lines(out)
+    assert items == [i for i in items if i["system"] == "Be brief."] and len(items) == 1
+    (post,) = [s for s in sent if "/api/export" in s[1]]
+    assert post[0] == "POST" and post[1].endswith("/api/export/form")
+    fields = dict(httpx.QueryParams(post[2]))
+    assert fields["route"] == "claude" and fields["format"] == "anthropic" and fields["csrf_token"]
+
+
+def test_export_form_keeps_the_capture_list_filters():
+    from prompttap.inspector.export import export_filters
     from prompttap.inspector.web import templates
     from starlette.requests import Request as StarletteRequest
 
     request = StarletteRequest(
         {"type": "http", "query_string": b"route=app&model=gpt-4o&limit=50&before=x&q=words&since=24h", "headers": []}
     )
-    url = export_url(request, "parquet")
-    assert url.startswith("/api/export?") and "limit" not in url and "before" not in url and "q=" not in url
-    assert dict(httpx.QueryParams(url.split("?", 1)[1])) == {
-        "format": "parquet",
-        "route": "app",
-        "model": "gpt-4o",
-        "since": "24h",
-    }
+    assert export_filters(request) == {"route": "app", "model": "gpt-4o", "since": "24h"}
     failed = StarletteRequest({"type": "http", "query_string": b"outcome=upstream_error", "headers": []})
-    assert "include_incomplete=true" in export_url(failed)
-    assert templates.env.globals["export_url"] is export_url  # for the list page's Export button
+    assert export_filters(failed) == {"outcome": "upstream_error", "include_incomplete": "true"}
+    assert templates.env.globals["export_filters"] is export_filters  # for the list page's Export form
 
 
 # ------------------------------------------------------------------------------ a fake Langfuse

@@ -1,7 +1,7 @@
 """Export captured conversations as fine-tuning data (issue #6).
 
 One engine serves ``prompttap export`` (which reads the store itself when no server owns
-it) and ``GET/POST /api/export`` (the inspector streaming the same file):
+it) and ``POST /api/export`` (the inspector streaming the same file):
 
 - Selection, in ClickHouse, with bound parameters (``select``): the filters, then one
   capture per thread, then identical prompt+answer pairs collapsed, then the
@@ -14,7 +14,7 @@ it) and ``GET/POST /api/export`` (the inspector streaming the same file):
 - ``parquet`` is written by ClickHouse itself (``FORMAT Parquet``; redaction in SQL with
   the same patterns), one row per conversation with the normalized columns.
 
-Over HTTP (``routes``) a split is one request per part (``split=0.9&part=train``); the CLI
+Over HTTP (``routes``) a split is one request per part (``split=0.9, part=train``); the CLI
 makes both. The final report of an HTTP export is kept for ``GET /api/export/reports/{id}``.
 
 This package re-exports the public names of those modules; ``router`` is what the
@@ -44,7 +44,7 @@ from prompttap.inspector.export.redact import (
     unprotect_json,
 )
 from prompttap.inspector.export.request import FORMATS, JSONL_FORMATS, PARTS, ExportError, parse_request, parse_when
-from prompttap.inspector.export.routes import export_filters, export_url, router
+from prompttap.inspector.export.routes import export_filters, router
 from prompttap.inspector.export.select import (
     BLOCK_ROWS,
     CUT_FINISH_REASONS,
@@ -89,7 +89,6 @@ __all__ = [
     "count",
     "export_client",
     "export_filters",
-    "export_url",
     "file_suffix",
     "first_line",
     "is_embedded",

@@ -1,10 +1,12 @@
-"""HTTP: ``GET/POST /api/export`` streams the same file ``prompttap export`` writes.
+"""HTTP: ``POST /api/export`` streams the same file ``prompttap export`` writes.
 
-Over HTTP a split is one request per part (``split=0.9&part=train``); the CLI makes both.
-The final report (exported, skipped with reasons, duplicates, redactions) of an HTTP
-export is kept for ``GET /api/export/reports/{id}`` (id in ``X-Prompttap-Export-Id``).
-The capture list's Export form and link come from the ``export_url`` and
-``export_filters`` template globals.
+An export is started by a POST only, so the security layer's Origin and CSRF checks apply
+to it (a GET that started one could be triggered by any page's link or image); ``GET
+/api/export`` answers 405. Over HTTP a split is one request per part (``split=0.9,
+part=train``); the CLI makes both. The final report (exported, skipped with reasons,
+duplicates, redactions) of an HTTP export is kept for ``GET /api/export/reports/{id}`` (id
+in ``X-Prompttap-Export-Id``). The capture list's Export form (``POST /api/export/form``,
+with its CSRF token) takes the list's filters from the ``export_filters`` template global.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from prompttap.inspector.export.engine import (
     Export,
@@ -55,45 +56,26 @@ def export_info(request: Request) -> dict[str, Any]:
     return {"store": store_uri(store(request)), "formats": list(FORMATS)}
 
 
-@router.get("/export")
-def export_get(
+@router.post("/export")
+def export_post(
     request: Request,
-    format: Annotated[str, Query(description=f"one of {', '.join(FORMATS)}")] = "openai-chat",
-    since: Annotated[str | None, Query(description="ISO 8601 time or an age (24h, 7d)")] = None,
-    until: Annotated[str | None, Query(description="ISO 8601 time or an age")] = None,
-    route: str | None = None,
-    model: str | None = None,
-    api: str | None = None,
-    status: int | None = None,
-    outcome: Annotated[str | None, Query(description="outcome(s), comma separated, or 'any' (default ok)")] = None,
-    template: str | None = None,
-    thread: str | None = None,
-    session: str | None = None,
-    user: str | None = None,
-    tag: str | None = None,
-    min_output_tokens: int | None = None,
-    ids: Annotated[list[str] | None, Query(description="capture ids (repeat or comma separate)")] = None,
-    include_incomplete: bool = False,
-    per_capture: bool = False,
-    dedupe: bool = True,
-    redact: bool = False,
-    split: Annotated[float | None, Query(description="train share, with part=train|validation")] = None,
-    part: str | None = None,
-    dataset: Annotated[str | None, Query(description="langfuse: the dataset the item ids belong to")] = None,
+    body: Annotated[
+        dict[str, Any],
+        Body(examples=[{"format": "openai-chat", "since": "7d", "route": "app", "redact": True}]),
+    ],
 ) -> StreamingResponse:
     """Stream the selected conversations as a fine-tuning file (JSONL or Parquet).
+
+    The body is the export request as a JSON object: ``format`` (one of the export formats),
+    the filters of ``prompttap export`` (``since``, ``until``, ``route``, ``model``, ``api``,
+    ``status``, ``outcome``, ``template``, ``thread``, ``session``, ``user``, ``tag``,
+    ``min_output_tokens``, ``ids``, ``include_incomplete``), ``per_capture``, ``dedupe``,
+    ``redact``, ``split`` with ``part``, and ``dataset`` (langfuse).
 
     Headers: ``X-Prompttap-Export-Id`` (for ``/api/export/reports/{id}``),
     ``X-Prompttap-Export-Total`` (rows to format), ``-Captures``, ``-Conversations``,
     ``-Duplicates``. ``langfuse`` streams the dataset items as JSONL (the CLI pushes them).
     """
-    params = {k: v for k, v in locals().items() if k != "request"}
-    return _start(request, params)
-
-
-@router.post("/export")
-def export_post(request: Request, body: Annotated[dict[str, Any], Body()]) -> StreamingResponse:
-    """The same as GET, with the parameters as a JSON object (for long id lists)."""
     return _start(request, body)
 
 
@@ -248,21 +230,5 @@ async def export_form(request: Request) -> StreamingResponse:
     return await run_in_threadpool(_start, request, params)
 
 
-def export_url(request: Request | None = None, fmt: str = "openai-chat", **params: Any) -> str:
-    """The Export link for a filtered capture list: ``/api/export`` with the list's own
-    filters (limit/offset dropped). Templates call it as ``export_url(request)``."""
-    query: dict[str, Any] = {"format": fmt}
-    if request is not None:
-        for name in _LIST_PARAMS:
-            value = request.query_params.get(name)
-            if value:
-                query[name] = value
-    query.update({k: v for k, v in params.items() if v not in (None, "")})
-    if query.get("outcome") and query["outcome"] != "ok":
-        query.setdefault("include_incomplete", "true")  # asking for failures means wanting them
-    return "/api/export?" + urlencode(query)
-
-
-templates.env.globals["export_url"] = export_url
 templates.env.globals["export_filters"] = export_filters
 templates.env.globals["export_formats"] = FORMATS
