@@ -445,6 +445,52 @@ def test_the_inspector_answers_to_the_names_it_is_reached_by(stack: dict[str, An
     assert set(settings.ui_allowed_hosts) == {"prompttap", "tap.example"}
 
 
+def test_replay_works_in_the_stack(stack: dict[str, Any], env_example: dict[str, str]):
+    """Every route (and the default upstream) has an upstream key for the inspector's Replay, read
+    from the service's own environment by the real start-up code, and the docs say so."""
+    from prompttap.inspector import replay
+
+    from prompttap.serve import inspector_options
+
+    _, env, settings = _prompttap(stack)
+    assert set(settings.upstream_keys) == {"default", *settings.routes}
+    options = inspector_options(settings, env)
+    assert set(options["upstream_keys"].values()) == {env_example["UPSTREAM_API_KEY"]}
+    capture = {"route": "anythingllm", "path": "/anythingllm/v1/chat/completions"}
+    assert replay.availability(options, capture) is None
+    docs = (ROOT / "docs" / "full-stack.md").read_text()
+    for name, var in settings.upstream_keys.items():
+        assert f"--upstream-key {name}={var}" in docs or f"`{name}={var}`" in docs, name
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration (``1m30s``, ``30s``, ``500ms``) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_shutdown_fits_the_stop_grace_period_with_room_to_spare(stack: dict[str, Any]):
+    """prompttap's own bounds on SIGTERM (in-flight wait, then drain) finish well inside compose's
+    stop_grace_period, and the compose file and the docs state the same numbers."""
+    from prompttap.collector import server
+
+    _, _, settings = _prompttap(stack)
+    inflight, drain = settings.shutdown_timeout, server.DRAIN_ON_STOP
+    grace = _seconds(str(stack["services"]["prompttap"]["stop_grace_period"]))
+    assert inflight + drain + 10 <= grace, (inflight, drain, grace)
+    docs = (ROOT / "docs" / "full-stack.md").read_text()
+    compose_text = COMPOSE.read_text()
+    for text in (docs, compose_text):
+        flat = " ".join(text.replace("#", " ").split())
+        needed = f"at most {inflight + drain:g} s: {inflight:g} s for in-flight exchanges"
+        said = f"at most {inflight + drain:g} s: in-flight exchanges get {inflight:g} s"
+        assert needed in flat or said in flat, "state the in-flight bound"
+        assert f"{drain:g} s" in flat and "drain" in flat
+    assert f"gives prompttap {grace:g} s" in " ".join(docs.split())
+
+
 def test_prompttap_environment_is_documented(stack: dict[str, Any]):
     _, readme_env = _readme_flags_and_env()
     known = readme_env | set(config.ENV.values())
