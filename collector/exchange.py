@@ -108,6 +108,7 @@ class Exchange:
         "parent_span_id",
         "path",
         "recorded",
+        "recording",
         "request",
         "request_headers",
         "response",
@@ -147,6 +148,7 @@ class Exchange:
         self.error = ""
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.recorded: tuple[int, int, str] | None = None  # (request size, response size, outcome) when spooled
+        self.recording = True  # False: forwarded only (plain HTTP to a host the forward proxy does not intercept)
         self.notes: list[str] = []
         self.own = _own_labels(self.request_headers, self.notes)
         self.id = new_capture_id()

@@ -15,14 +15,24 @@ that connects and never finishes one. A proxy in front of every LLM call needs b
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import Any
 
 import httptools
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
-class HeadTooLarge(Exception):
-    """The request head passed a limit (raised from a parser callback)."""
+class Refusal(Exception):
+    """Raised from a parser callback: answer ``status`` now, before anything is forwarded."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _too_large(message: str) -> Refusal:
+    return Refusal(431, message)
 
 
 class ProxyProtocol(HttpToolsProtocol):
@@ -67,9 +77,10 @@ class ProxyProtocol(HttpToolsProtocol):
             self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, HeadTooLarge):
-                self._refuse(431, str(exc.__context__))
-            else:
+            cause = exc.__context__
+            if isinstance(cause, Refusal):
+                self._refuse(cause.status, str(cause))
+            elif not self._stopped(cause):
                 self.logger.warning("Invalid HTTP request received.")
                 self.send_400_response("Invalid HTTP request received.")
             return
@@ -84,13 +95,13 @@ class ProxyProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.max_headers:
-            raise HeadTooLarge(f"more than {self.max_headers} header fields")
+            raise _too_large(f"more than {self.max_headers} header fields")
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
         if size > self.max_header_bytes:
-            raise HeadTooLarge(f"request line and headers exceed {self.max_header_bytes} bytes")
+            raise _too_large(f"request line and headers exceed {self.max_header_bytes} bytes")
         self._in_head = False
         self._disarm()
         if self.url[:1] != b"/" and self.url != b"*":
@@ -102,6 +113,10 @@ class ProxyProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
+
+    def _stopped(self, cause: BaseException | None) -> bool:
+        """A subclass's hook: did a callback stop the parser on purpose (handled: True)?"""
+        return False
 
     # -- limits ----------------------------------------------------------------------------
     def _arm(self) -> None:
@@ -124,13 +139,11 @@ class ProxyProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, message: str) -> None:
         """Answer before anything is forwarded, then close: the rest of this connection is unread."""
         self._disarm()
-        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
-        body = b'{"error":{"message":"%s","type":"invalid_request_error","param":null,"code":"%d"}}' % (
-            message.encode(),
-            status,
-        )
+        body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                       "code": str(status)}})  # fmt: skip
+        extra = b'proxy-authenticate: Basic realm="prompttap"\r\n' if status == 407 else b""
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (status, reason, len(body), body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%sconnection: close\r\n\r\n%s"
+            % (status, HTTPStatus(status).phrase.encode(), len(body), extra, body)
         )
         self.transport.close()

@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from prompttap.collector.config import Settings
+from prompttap.collector import routing
+from prompttap.collector.config import Settings, Upstream
 from prompttap.collector.exchange import OWN_HEADER_PREFIX, Exchange, header
 from prompttap.collector.routing import RouteError, Router
 from prompttap.collector.upstream import Connection, Origin, Pool, UpstreamError, chunk, client_tls, request_head
@@ -51,6 +52,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 INVALID = "invalid_request_error"  # OpenAI's error type for a request the client got wrong
+UPSTREAM_KEY = "prompttap.upstream"
+"""Scope key set by the forward proxy (``--intercept``): the upstream of an intercepted request."""
+RECORD_KEY = "prompttap.record"
+"""Scope key set by the forward proxy: False for plain HTTP to a host that is not intercepted."""
 STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson", b"application/jsonl")
 
 
@@ -62,7 +67,8 @@ class Proxy:
         self.record = record
         self.router = Router(settings.upstream, settings.routes)
         self.pool = Pool(settings.upstream_connect_timeout)
-        self.origins: dict[str, Origin] = {}
+        self.origins: dict[tuple[str, str, int], Origin] = {}
+        self.tls = client_tls(str(settings.upstream_ca) if settings.upstream_ca else None)
         self.inflight = 0
         self.health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"}
         self.metrics: Callable[[], str] = lambda: ""
@@ -70,9 +76,16 @@ class Proxy:
         self.secrets = [u.authorization.split(" ", 1)[-1] for u in [settings.upstream, *settings.routes.values()]]
 
     async def start(self) -> None:
-        tls = client_tls(getattr(self.settings, "upstream_ca", None) or None)
-        for upstream in [self.settings.upstream, *self.settings.routes.values()]:
-            self.origins[upstream.name] = Origin(upstream.scheme, upstream.host, upstream.port, tls)
+        pass
+
+    def origin(self, upstream: Upstream) -> Origin:
+        key = (upstream.scheme, upstream.host, upstream.port)
+        origin = self.origins.get(key)
+        if origin is None:
+            if len(self.origins) > 4096:  # plain-HTTP hosts through the forward proxy: keep it bounded
+                self.origins.clear()
+            origin = self.origins[key] = Origin(*key, self.tls)
+        return origin
 
     async def close(self) -> None:
         self.pool.close()
@@ -94,11 +107,16 @@ class Proxy:
             )
             return
         try:
-            upstream, target = self.router.route(raw_path, scope["query_string"])
+            upstream = scope.get(UPSTREAM_KEY)
+            if upstream is None:
+                upstream, target = self.router.route(raw_path, scope["query_string"])
+            else:
+                target = routing.target(upstream, raw_path, scope["query_string"])
         except RouteError as exc:
             await _json_error(send, 400, str(exc), INVALID)
             return
         ex = Exchange(scope, upstream, upstream.name, target, self.settings.max_body_bytes)
+        ex.recording = scope.get(RECORD_KEY, True)
         self.inflight += 1
         try:
             await self._exchange(ex, receive, send)
@@ -118,7 +136,7 @@ class Proxy:
         head = request_head(ex.method.encode("ascii"), ex.target, ex.upstream.host_header.encode("ascii"), headers)
         first = (chunk(body) if body else b"") + (b"" if more else chunk(b"")) if chunked else body
         timeout = self.settings.upstream_read_timeout
-        origin = self.origins[ex.upstream.name]
+        origin = self.origin(ex.upstream)
         for attempt in (1, 2):
             try:
                 conn = await self.pool.acquire(origin)
@@ -276,6 +294,8 @@ class Proxy:
 
     def _spool(self, ex: Exchange) -> None:
         """Spool the exchange as it stands; the store keeps the newest version of a capture id."""
+        if not ex.recording:
+            return
         try:
             self.record(ex.capture())
         except Exception:

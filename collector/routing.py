@@ -30,11 +30,17 @@ class Router:
             named = self.routes.get(first)
             if named is not None:
                 upstream, rest = named, b"/" + tail
-        path = upstream.target_path(rest.decode("latin-1")).encode("latin-1")
-        # Measured below the upstream's own path: segments the join merged into it count as prefix.
-        if climbs_out(path[len(upstream.prefix) :]):
-            raise RouteError("the request path climbs above its route with dot segments ('..'); refused")
-        return upstream, path + (b"?" + query if query else b"")
+        return upstream, target(upstream, rest, query)
+
+
+def target(upstream: Upstream, rest: bytes, query: bytes) -> bytes:
+    """The request target for ``rest`` (a raw path below the route) at ``upstream``; RouteError
+    when its dot segments would leave the upstream's own path."""
+    path = upstream.target_path(rest.decode("latin-1")).encode("latin-1")
+    # Measured below the upstream's own path: segments the join merged into it count as prefix.
+    if climbs_out(path[len(upstream.prefix) :]):
+        raise RouteError("the request path climbs above its route with dot segments ('..'); refused")
+    return path + (b"?" + query if query else b"")
 
 
 def climbs_out(path: bytes) -> bool:

@@ -25,6 +25,8 @@ from typing import Any
 import uvicorn
 from prompttap.collector.config import Settings
 from prompttap.collector.encoder import Encoder
+from prompttap.collector.intercept.ca import CAError, LocalCA
+from prompttap.collector.intercept.forward import ForwardProtocol, InterceptStats
 from prompttap.collector.listener import ProxyProtocol
 from prompttap.collector.memory import compact_malloc, release_startup_pages
 from prompttap.collector.priority import GIL_SWITCH_INTERVAL, Priority
@@ -96,6 +98,21 @@ class App:
         self.proxy = Proxy(settings, self.recorder.record)
         self.proxy.health = self.health
         self.proxy.metrics = self.metrics
+        self.intercept = InterceptStats() if settings.intercept else None
+        self.ca = self._ca() if settings.intercept else None
+
+    def _ca(self) -> LocalCA:
+        """The forward proxy's CA, made (or re-issued for a changed host list) now, before any client."""
+        try:
+            ca = LocalCA.load_or_create(self.settings.ca_dir, self.settings.intercept_hosts)
+        except CAError as exc:
+            raise StartupError(str(exc)) from None
+        if ca.created:
+            log.warning("created prompttap's CA %s: trust it (`prompttap ca`) or run apps under `prompttap run`",
+                        ca.cert_path)  # fmt: skip
+        elif ca.reissued:
+            log.warning("re-issued prompttap's CA %s (%s): trust it again (`prompttap ca`)", ca.cert_path, ca.reason)
+        return ca
 
     def _sinks(self) -> list[Sink]:
         """ClickHouse (captures and otel_traces) always; Langfuse and OTLP when configured."""
@@ -133,6 +150,7 @@ class App:
             "problems": problems,
             "uptime_s": round(time.time() - self.started, 1),
             "inflight": self.proxy.inflight,
+            **({"intercept": self.intercept.as_dict()} if self.intercept is not None else {}),
             **stats,
         }
 
@@ -148,9 +166,11 @@ def serve(settings: Settings, ui_app: Callable[[App], Any] | None = None) -> int
     compact_malloc()
     app = App(settings)
     ui = ui_app(app) if settings.ui and ui_app is not None else None
-    sockets = [bind(*settings.listen, "proxy")]
+    sockets = {"proxy": bind(*settings.listen, "proxy")}
     if ui is not None:
-        sockets.append(bind(*settings.ui, "inspector"))  # type: ignore[misc]
+        sockets["inspector"] = bind(*settings.ui, "inspector")  # type: ignore[misc]
+    if settings.intercept:
+        sockets["forward proxy"] = bind(*settings.intercept_listen, "forward proxy")
     app.encoder.start(app._recent_threads())
     app.recorder.start()
     app.priority.apply()  # the engine's, the sinks' and the encoder's threads yield to the loop
@@ -171,7 +191,7 @@ def serve(settings: Settings, ui_app: Callable[[App], Any] | None = None) -> int
     return 0
 
 
-async def _run(app: App, ui: Any, sockets: list[socket.socket]) -> None:
+async def _run(app: App, ui: Any, sockets: dict[str, socket.socket]) -> None:
     settings = app.settings
     proxy_cfg = uvicorn.Config(
         app.proxy,
@@ -186,7 +206,7 @@ async def _run(app: App, ui: Any, sockets: list[socket.socket]) -> None:
         date_header=False,
         proxy_headers=False,  # the proxy never reads scope["client"]: skip uvicorn's X-Forwarded-For rewrite
     )
-    servers = [_Server(proxy_cfg)]
+    servers = [(_Server(proxy_cfg), sockets["proxy"])]
     if ui is not None:
         ui_cfg = uvicorn.Config(
             ui,
@@ -196,10 +216,25 @@ async def _run(app: App, ui: Any, sockets: list[socket.socket]) -> None:
             log_level="warning",
             timeout_graceful_shutdown=settings.shutdown_timeout,  # a live tail must not hold the exit
         )
-        servers.append(_Server(ui_cfg))
+        servers.append((_Server(ui_cfg), sockets["inspector"]))
+    if app.ca is not None and app.intercept is not None:
+        forward_cfg = uvicorn.Config(
+            app.proxy,  # the same app: an intercepted request is recorded exactly as a routed one
+            http=ForwardProtocol.configured(settings, app.ca, app.intercept),
+            ws="none",
+            loop="none",
+            lifespan="off",  # the proxy's lifespan runs once, on its own server
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=settings.shutdown_timeout,
+            server_header=False,
+            date_header=False,
+            proxy_headers=False,
+        )
+        servers.append((_Server(forward_cfg), sockets["forward proxy"]))
 
     def stop() -> None:
-        for s in servers:
+        for s, _ in servers:
             if s.should_exit:
                 s.force_exit = True
             s.should_exit = True
@@ -217,7 +252,11 @@ async def _run(app: App, ui: Any, sockets: list[socket.socket]) -> None:
         f"on http://{settings.ui[0]}:{settings.ui[1]}" if settings.ui else "off",
         _redacted(settings.store_dsn),
     )
-    await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(servers, sockets, strict=False)))
+    if app.ca is not None:
+        host, port = settings.intercept_listen
+        log.info("forward proxy (HTTPS interception) on http://%s:%d for %d hosts; CA %s", host, port,
+                 len(settings.intercept_hosts), app.ca.cert_path)  # fmt: skip
+    await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in servers))
 
 
 def _redacted(dsn: str) -> str:

@@ -1346,9 +1346,10 @@ class _App:
 class FakeUpstream:
     """The fake upstream on a real socket. ``with FakeUpstream() as fake: fake.base_url``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: tuple[str, str] | None = None) -> None:
         self.host = host
         self.port = port
+        self.tls = tls  # (certificate chain file, key file): serve HTTPS
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -1364,7 +1365,7 @@ class FakeUpstream:
         sock.bind((self.host, self.port))  # binding here (port 0) avoids the find-a-free-port race
         self.port = sock.getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.base_url = f"http://{host}:{self.port}"
+        self.base_url = f"{'https' if self.tls else 'http'}://{host}:{self.port}"
         return sock
 
     def _make_server(self) -> uvicorn.Server:
@@ -1378,6 +1379,8 @@ class FakeUpstream:
             server_header=False,  # no server/date headers: response headers stay deterministic
             date_header=False,
             timeout_graceful_shutdown=3,
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
         )
         return uvicorn.Server(config)
 
