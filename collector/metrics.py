@@ -53,7 +53,9 @@ def render(health: dict[str, Any]) -> str:
         ("exported", "sink_exported_total", "counter", "captures exported"),
         ("failed_exports", "sink_failed_exports_total", "counter", "export attempts that failed (retried)"),
         ("rejected", "sink_rejected_total", "counter", "captures the sink refused as malformed (set aside)"),
+        ("given_up", "sink_given_up_total", "counter", "captures never sent: given up to keep room for the store"),
         ("healthy", "sink_healthy", "gauge", "1 when the last export succeeded"),
+        ("misconfigured", "sink_misconfigured", "gauge", "1 while the sink refuses prompttap's credentials"),
     ):
         metric(name, kind, text, [({"sink": s}, float(v[key])) for s, v in sorted(sinks.items())])
     errors = [({"sink": s, "error": v["last_error"][:200]}, 1.0) for s, v in sorted(sinks.items()) if v["last_error"]]

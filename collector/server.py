@@ -143,8 +143,10 @@ class App:
         if stats["dropped"]:
             problems.append(f"captures dropped: {stats['dropped']} ({stats['last_drop']})")
         for name, sink in stats["sinks"].items():
-            if not sink["healthy"]:
-                problems.append(f"sink {name} failing: {sink['last_error']}")
+            if sink["status"] != "ok":  # failing, or misconfigured: refuses our credentials
+                problems.append(f"sink {name} {sink['status']}: {sink['last_error']}")
+            if sink["given_up"]:
+                problems.append(f"sink {name} gave up {sink['given_up']} captures to keep room for the store")
         return {
             "status": "ok" if not problems else "degraded",
             "problems": problems,

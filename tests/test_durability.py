@@ -20,6 +20,7 @@ import pytest
 
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap, query_store
+from tests.otlp_receiver import OtlpReceiver
 from tests.sink_faults import FaultyPrompttap
 
 pytestmark = pytest.mark.slow
@@ -290,5 +291,56 @@ def test_real_full_disk_under_the_spool(fake: FakeUpstream, tmp_path: Path):
         missing = [n for n in sent if n not in stored]
         assert len(missing) == dropped  # exactly the counted drops are missing, nothing else
         assert all(stored[n] == 1 for n in sent if n in stored)
+    finally:
+        subprocess.run(["umount", str(spool)], check=False)
+
+
+def test_a_dead_sink_never_costs_the_store_a_capture_on_a_full_disk(fake: FakeUpstream, tmp_path: Path):
+    """Langfuse refuses our key (401, forever) while more than twice the spool's disk (an 8 MiB tmpfs)
+    passes through. The store gets every capture; Langfuse gives up its oldest backlog instead: counted,
+    logged, on /healthz and /metrics. The store keeps up between bursts, as it does under real traffic."""
+    import os
+    import subprocess
+
+    assert os.geteuid() == 0, "this test mounts a tmpfs: run the suite as root (CI does)"
+    home = tmp_path / "pt"
+    spool = home / "spool"
+    spool.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(spool)], check=True)
+    try:
+        with OtlpReceiver(public_key="pk-lf-d", secret_key="sk-lf-right") as rx:
+            env = {"LANGFUSE_PUBLIC_KEY": "pk-lf-d", "LANGFUSE_SECRET_KEY": "sk-lf-wrong", "LANGFUSE_HOST": rx.base_url}
+            pt = Prompttap(home, fake.base_url, env=env).start()
+            try:
+                sent = []
+                with httpx.Client(timeout=30) as client:
+                    for _ in range(16):
+                        for _ in range(8):
+                            n = uuid.uuid4().hex
+                            content = n + " x" * 75_000
+                            body = {"model": "gpt-4o", "nonce": n, "messages": [{"role": "user", "content": content}]}
+                            r = client.post(f"{pt.url}/v1/chat/completions", json=body)
+                            assert r.status_code == 200 and n in r.text
+                            sent.append(n)
+                        deadline = time.monotonic() + 60
+                        while any(pt.health()["sinks"][s]["pending"] for s in ("clickhouse", "otel_traces")):
+                            assert time.monotonic() < deadline
+                            time.sleep(0.05)
+                health = pt.health()
+                assert health["dropped"] == {} and health["recorded"] == len(sent)
+                langfuse = health["sinks"]["langfuse"]
+                assert langfuse["status"] == "misconfigured" and langfuse["given_up"] > 0
+                assert langfuse["given_up"] + langfuse["pending"] == len(sent)  # each waits or was given up
+                assert health["sinks"]["clickhouse"]["given_up"] == 0
+                assert [p for p in health["problems"] if p.startswith("sink langfuse gave up ")]
+                metrics = httpx.get(f"{pt.ui_url}/metrics").text
+                assert f'prompttap_sink_given_up_total{{sink="langfuse"}} {langfuse["given_up"]}' in metrics
+                assert 'prompttap_sink_given_up_total{sink="clickhouse"} 0' in metrics
+                assert "sink langfuse (misconfigured) lags while the spool runs short of room" in pt.log()
+                assert not rx.deliveries
+            finally:
+                assert pt.stop() == 0
+        stored, _ = stored_nonces(home)
+        assert {n: stored.get(n) for n in sent} == dict.fromkeys(sent, 1)  # the store lost nothing
     finally:
         subprocess.run(["umount", str(spool)], check=False)

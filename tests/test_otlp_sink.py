@@ -253,6 +253,28 @@ def test_auth_failures_are_held_with_a_clear_message(rx: OtlpReceiver, rows: lis
     assert not isinstance(info.value, Rejected)
 
 
+@pytest.mark.parametrize(("status", "state"), [(401, "misconfigured"), (403, "misconfigured"), (503, "failing")])
+def test_a_refused_key_marks_the_sink_misconfigured_at_once_until_it_works(
+    rx: OtlpReceiver, tmp_path: Path, encoder: Encoder, caplog: pytest.LogCaptureFixture, status: int, state: str
+) -> None:
+    spool, captures = spooled(tmp_path, 3)
+    rx.fault(status)
+    worker = SinkWorker(otlp(rx), spool, encoder, tmp_path / "rejected")
+    try:
+        with caplog.at_level(logging.WARNING, logger="prompttap.recorder"):
+            assert not worker.drain_once()
+            assert worker.status == state and worker.stats()["misconfigured"] == (state == "misconfigured")
+            assert not worker.drain_once()
+        loud = [r for r in caplog.records if r.levelno >= logging.ERROR and "MISCONFIGURED" in r.message]
+        assert len(loud) == (state == "misconfigured")  # once, not once per retry
+        assert spool.pending("otlp")[0] == 3  # held for when it works, not dropped
+        rx.clear()
+        assert worker.drain_once() and worker.status == "ok" and not worker.stats()["misconfigured"]
+    finally:
+        spool.close()
+    assert set(rx.deliveries) == {c.span_id for c in captures}
+
+
 def test_wrong_langfuse_secret_is_an_auth_error_that_never_shows_the_secret(
     rx: OtlpReceiver, rows: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:

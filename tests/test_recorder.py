@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 import pytest
 from prompttap.collector.encoder import Encoder
-from prompttap.collector.recorder import SinkWorker
+from prompttap.collector.recorder import Recorder, SinkWorker
 from prompttap.collector.sinks.clickhouse import ClickHouseSink
 from prompttap.collector.sinks.otel_clickhouse import OtelTracesSink
+from prompttap.collector.sinks.otlp import OtlpSink
 from prompttap.collector.spool import Spool
 from prompttap.schemas.capture import Capture
 
@@ -135,3 +136,34 @@ def test_a_payload_file_that_cannot_be_written_is_retried_not_rejected(
         spool.close()
     assert not (tmp_path / "rejected").exists()
     assert count(memory_store, "captures", "toString(id)", [str(c.id) for c in captures]) == 4
+
+
+def test_a_full_spool_makes_a_lagging_secondary_sink_give_way_never_the_store(
+    memory_store: Any, encoder: Encoder, tmp_path: Path
+) -> None:
+    """An append that finds the spool full lets lagging secondary sinks give up their oldest backlog and
+    tries again; the store's own backlog never gives way, so a store that is down still means drops."""
+    spool = Spool(tmp_path / "spool", ["clickhouse", "otlp"], max_bytes=60_000)
+    lagging = OtlpSink("otlp", "http://127.0.0.1:9/v1/traces", {})  # never drained here: it only lags
+    recorder = Recorder(spool, [ClickHouseSink(memory_store), lagging], encoder, tmp_path / "rejected")
+    store, otlp = recorder.workers
+    try:
+        first = []
+        while not recorder.dropped:  # the store takes nothing yet: the spool fills up
+            first.append(capture(body=chat_body(), user_id="first"))
+            recorder.record(first[-1])
+        assert recorder.dropped == {"disk_full": 1}
+        assert spool.pending("otlp")[0] == len(first) - 1  # nothing given up: the store passed nothing yet
+        assert store.drain_once() and spool.pending("clickhouse")[0] == 0
+        more = [capture(body=chat_body(), user_id="more") for _ in range(2 * len(first))]
+        for c in more:
+            recorder.record(c)
+            store.drain_once()
+        assert recorder.dropped == {"disk_full": 1}  # no capture lost to the lagging sink
+        assert otlp.given_up > 0 and store.given_up == 0
+        assert otlp.given_up + spool.pending("otlp")[0] == recorder.recorded == len(first) - 1 + len(more)
+        assert spool.stats()["bytes"] <= 60_000
+    finally:
+        spool.close()
+    stored = [str(c.id) for c in [*first[:-1], *more]]
+    assert count(memory_store, "captures", "toString(id)", stored) == len(stored)

@@ -170,6 +170,35 @@ def test_a_split_batch_reaches_an_otlp_endpoint_once_despite_a_transient_failure
             assert pt.health()["sinks"]["otlp"]["rejected"] == 0
 
 
+def test_a_wrong_langfuse_key_is_misconfigured_on_healthz_at_once(fake: FakeUpstream, tmp_path: Path):
+    """A 401 is not an outage: /healthz says so at the first refusal, loudly once in the log, as a metric,
+    and never with the key; the captures wait, and go through once the key is accepted."""
+    with OtlpReceiver(public_key="pk-lf-m", secret_key="sk-lf-right") as rx:
+        env = {"LANGFUSE_PUBLIC_KEY": "pk-lf-m", "LANGFUSE_SECRET_KEY": "sk-lf-WRONG-key", "LANGFUSE_HOST": rx.base_url}
+        with Prompttap(tmp_path / "pt", fake.base_url, env=env) as pt:
+            body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "who am I"}]}
+            assert httpx.post(f"{pt.url}/v1/chat/completions", json=body).status_code == 200
+            deadline = time.monotonic() + 30
+            while not (health := pt.health())["sinks"]["langfuse"]["failed_exports"]:
+                assert time.monotonic() < deadline, health
+                time.sleep(0.05)
+            langfuse = health["sinks"]["langfuse"]
+            assert langfuse["status"] == "misconfigured" and langfuse["misconfigured"] and langfuse["pending"] == 1
+            assert health["status"] == "degraded"
+            assert [p for p in health["problems"] if p.startswith("sink langfuse misconfigured: ")]
+            assert "HTTP 401" in langfuse["last_error"]
+            assert health["sinks"]["clickhouse"]["status"] == "ok"
+            metrics = httpx.get(f"{pt.ui_url}/metrics").text
+            assert 'prompttap_sink_misconfigured{sink="langfuse"} 1' in metrics
+            assert 'prompttap_sink_misconfigured{sink="clickhouse"} 0' in metrics
+            assert pt.log().count("sink langfuse is MISCONFIGURED") == 1
+            assert "WRONG" not in pt.log() + str(health) + metrics
+            rx.secret_key = "sk-lf-WRONG-key"  # the key is accepted now
+            pt.drained(timeout=60)
+            assert pt.health()["sinks"]["langfuse"]["status"] == "ok"
+            assert list(rx.deliveries.values()) == [1]
+
+
 def test_traceparent_makes_the_capture_a_child_of_the_client_span(
     traced: Prompttap, receiver: OtlpReceiver, fake: FakeUpstream
 ):

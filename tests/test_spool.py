@@ -600,6 +600,58 @@ def test_failed_fsync_rewrites_unsynced_records_into_new_segment(open_spool, tmp
     assert read_all(sp) == got
 
 
+# -- giving up backlog (a lagging consumer makes room for the others) -----------------------------------
+
+
+def test_give_up_frees_the_oldest_segments_down_to_the_mark_and_survives_a_restart(open_spool, tmp_path):
+    d = tmp_path / "spool"
+    sp = open_spool(d, consumers=("store", "dead"), segment_bytes=500)  # 3 records of 122 B a segment
+    data = payloads(20, size=100)
+    for p in data:
+        sp.append(p)
+    assert drain(sp, "store") == data
+    before = sp.stats()["bytes"]
+    lost = sp.give_up(["dead"], down_to=before // 2)
+    n = lost["dead"]
+    assert 0 < n < 20 and n % 3 == 0  # whole segments, oldest first
+    assert sp.stats()["bytes"] <= before // 2
+    assert sp.pending("dead")[0] == 20 - n
+    assert read_all(sp, "dead") == data[n:]
+    sp.close()
+    sp = open_spool(d, consumers=("store", "dead"), segment_bytes=500)
+    assert read_all(sp, "dead") == data[n:]  # resumes where give_up put it
+    assert read_all(sp, "store") == []
+
+
+def test_give_up_never_frees_what_a_kept_consumer_still_needs(open_spool):
+    sp = open_spool(consumers=("store", "dead"), segment_bytes=500)
+    data = payloads(20, size=100)
+    for p in data:
+        sp.append(p)
+    sp.ack("store", sp.read("store", max_records=7))
+    assert sp.give_up(["dead"], down_to=0) == {"dead": 6}  # the two whole segments the store passed
+    assert read_all(sp, "store") == data[7:]
+    assert read_all(sp, "dead") == data[6:]
+    assert drain(sp, "store") == data[7:]
+    assert sp.give_up(["dead"], down_to=0) == {"dead": 14}  # the active segment is sealed to let it go
+    assert read_all(sp, "dead") == [] and sp.pending("dead") == (0, 0) and sp.stats()["segments"] == 1
+    assert sp.give_up(["dead"], down_to=0) == {}
+    sp.append(b"next")
+    assert read_all(sp, "dead") == read_all(sp, "store") == [b"next"]
+
+
+def test_an_ack_after_give_up_never_moves_the_cursor_back(open_spool):
+    sp = open_spool(consumers=("store", "dead"), segment_bytes=500)
+    data = payloads(20, size=100)
+    for p in data:
+        sp.append(p)
+    drain(sp, "store")
+    early = sp.read("dead", max_records=2)  # a send in flight while the backlog is given up
+    n = sp.give_up(["dead"], down_to=0)["dead"]
+    sp.ack("dead", early)
+    assert n == 20 and read_all(sp, "dead") == []
+
+
 # -- concurrency ----------------------------------------------------------------------------------------
 
 

@@ -3,8 +3,14 @@
 A capture reaches a sink in two steps (OpenTelemetry's processor → exporter split):
 ``collector.encoder`` turns a batch of spooled records into the sink's payload with the
 encoder named by ``kind`` (``collector/sinks/encoders.py``), then the sink's own thread
-calls ``send``. ``send`` raises to ask for a retry (the batch stays in the spool), or
-``Rejected`` when the data itself is refused, so the recorder can isolate the record.
+calls ``send``. ``send`` raises to ask for a retry (the batch stays in the spool),
+``Rejected`` when the data itself is refused, so the recorder can isolate the record, or
+``Misconfigured`` when the sink refuses prompttap itself (credentials, permissions): retried
+too, but the sink is shown as misconfigured until it works.
+
+The ``primary`` sink is the system of record (the store's ``captures`` table): its backlog is
+never given up. A secondary sink that lags while the spool runs short of room gives up its
+oldest backlog instead (``collector.headroom``), so it never costs the store a capture.
 
 A sink that runs the embedded engine in this process (``in_engine``) gets its payloads as
 a file the encoder wrote (``send_file``): the engine reads it without the GIL, so megabytes
@@ -21,11 +27,17 @@ class Rejected(Exception):
     """The sink refuses this batch for what it contains, not because it is unavailable."""
 
 
+class Misconfigured(Exception):
+    """The sink refuses prompttap's credentials or permissions (HTTP 401/403 and the like): no retry
+    helps until someone fixes the configuration."""
+
+
 class Sink(Protocol):
     name: str  # spool consumer name: one cursor per sink
     kind: str  # encoder used for its payloads
     options: dict[str, Any]  # keyword arguments for that encoder
     in_engine: bool  # send() runs the embedded engine on the calling thread (GIL released)
+    primary: bool  # the system of record: its backlog is never given up to make room in the spool
 
     def send(self, payload: bytes, rows: int) -> None: ...
 

@@ -35,14 +35,22 @@ class ClickHouseSink:
     ``table`` is where they go, ``kind`` the encoder that makes them
     (``collector.sinks.encoders``), ``name`` the spool consumer (one cursor per sink).
     A ClickHouse error about the data itself raises ``Rejected``; any other error is raised
-    as is, so the batch is retried.
+    as is, so the batch is retried. The ``captures`` sink is the primary one: the system of record.
     """
 
-    def __init__(self, client: Any, table: str = "captures", kind: str = "captures", name: str = "clickhouse") -> None:
+    def __init__(
+        self,
+        client: Any,
+        table: str = "captures",
+        kind: str = "captures",
+        name: str = "clickhouse",
+        primary: bool = True,
+    ) -> None:
         self.client = client
         self.table = table
         self.kind = kind
         self.name = name
+        self.primary = primary
         self.options: dict[str, Any] = {}
         self.in_engine = bool(getattr(client, "embedded", False))
 

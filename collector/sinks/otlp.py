@@ -30,7 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from prompttap.collector.sinks.base import Rejected
+from prompttap.collector.sinks.base import Misconfigured, Rejected
 from prompttap.schemas.spans import SCOPE_NAME, SCOPE_VERSION, AttrValue, CaptureSpan, resource_attributes, span_of
 
 log = logging.getLogger("prompttap.otlp")
@@ -50,7 +50,7 @@ class OtlpError(Exception):
     """The receiver is unavailable or answered something other than success: retry later."""
 
 
-class OtlpAuthError(OtlpError):
+class OtlpAuthError(OtlpError, Misconfigured):
     """The receiver refused the credentials: held and retried until the configuration is fixed."""
 
 
@@ -76,6 +76,7 @@ class OtlpSink:
         self.timeout = timeout
         self.options: dict[str, Any] = {"service_name": service_name}
         self.in_engine = False
+        self.primary = False  # another tool's copy: its backlog gives way when the spool runs short
         self.partial_rejected = 0  # spans receivers reported as rejected inside a 2xx
         self._where = _display_url(endpoint)
         self._headers = {

@@ -2,8 +2,9 @@
 
 Promises: a record survives kill -9 once ``append`` returned (plain ``os.write`` on an O_APPEND fd), and
 power loss once the background fsync (every ``fsync_interval`` s when dirty) or ``sync()`` covered it.
-Delivery is at-least-once per consumer; records leave only when every registered consumer acked them,
-never by age or count.
+Delivery is at-least-once per consumer; records leave only when every registered consumer acked them or
+gave them up (``Spool.give_up``: the recorder's last resort when the spool runs short of room), never by
+age or count.
 
 Directory layout:
   00000000000000000001.seg  segments, sorted by name. Every open starts a fresh one, so a recovered segment

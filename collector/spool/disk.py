@@ -16,6 +16,7 @@ import fcntl
 import os
 import re
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -209,3 +210,22 @@ def lock_dir(path: Path) -> int:
                 os.close(fd)
                 raise RuntimeError(f"spool {path.parent} is in use by another process") from None
             time.sleep(0.02)
+
+
+class Handles:
+    """Every fd the spool owns, closable without the Spool object (weakref.finalize must not hold it)."""
+
+    def __init__(self) -> None:
+        self.lock: int | None = None
+        self.dir: int | None = None
+        self.active: int | None = None
+        self.sealed: list[int] = []  # rotated-out segments still waiting for their last fsync
+        self.stop = threading.Event()
+
+    def close(self) -> None:
+        self.stop.set()
+        for fd in [*self.sealed, self.active, self.dir, self.lock]:  # lock last: it guards the rest
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.sealed, self.active, self.dir, self.lock = [], None, None, None

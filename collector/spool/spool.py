@@ -1,5 +1,6 @@
 """The Spool: append from any thread, fsync in the background, read and ack per consumer, free what
-every consumer passed. Its files are ``disk``'s; opening one is ``recovery``'s; reads are ``reads``'."""
+every consumer passed, and let lagging consumers give up their oldest backlog when asked (``give_up``).
+Its files are ``disk``'s; opening one is ``recovery``'s; reads are ``reads``'."""
 
 from __future__ import annotations
 
@@ -9,38 +10,20 @@ import os
 import re
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from prompttap.collector.spool import disk, recovery
-from prompttap.collector.spool.disk import FULL_ERRNOS, HDR, REC, Seg
+from prompttap.collector.spool.disk import FULL_ERRNOS, HDR, REC, Pos, Seg
 from prompttap.collector.spool.reads import Batch, ReadPlan, read_planned
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSYNCED_CAP = 256 * 2**20  # memory kept for fsyncgate rewrites; beyond it we can only report
+_MIN_SEGMENT = 2**20
 
 
 class SpoolFull(Exception):
     """append refused because max_bytes would be exceeded or the disk is full; nothing was left behind."""
-
-
-class _Handles:
-    """Every fd the spool owns, closable without the Spool object (weakref.finalize must not hold it)."""
-
-    def __init__(self) -> None:
-        self.lock: int | None = None
-        self.dir: int | None = None
-        self.active: int | None = None
-        self.sealed: list[int] = []  # rotated-out segments still waiting for their last fsync
-        self.stop = threading.Event()
-
-    def close(self) -> None:
-        self.stop.set()
-        for fd in [*self.sealed, self.active, self.dir, self.lock]:  # lock last: it guards the rest
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.sealed, self.active, self.dir, self.lock = [], None, None, None
 
 
 class Spool:
@@ -60,11 +43,13 @@ class Spool:
             raise ValueError(f"need one or more consumer names matching {_NAME_RE.pattern}: {names}")
         self._dir = Path(directory)
         self._dir.mkdir(parents=True, exist_ok=True)
-        self._segment_bytes, self._max_bytes = segment_bytes, max_bytes
+        self._max_bytes = max_bytes
+        # Space comes back a whole segment at a time: on a small disk (or max_bytes), smaller segments.
+        self._segment_bytes = min(segment_bytes, max(_MIN_SEGMENT, self._capacity() // 16))
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._sync_lock = threading.Lock()  # one fsync round at a time; guards the sealed fds it closes
-        self._h = _Handles()
+        self._h = disk.Handles()
         self._finalizer = weakref.finalize(self, self._h.close)  # a dropped Spool leaks no fd or thread
         self._unsynced: collections.deque[tuple[int, bytes]] = collections.deque()
         self._unsynced_bytes, self._untracked_upto = 0, -1
@@ -163,8 +148,63 @@ class Spool:
             self._open_segment_locked(self._cur.id + 1, sync_old=True)
 
     @property
-    def _total(self) -> int:  # few segments, and only needed when max_bytes is set
+    def _total(self) -> int:  # few segments
         return sum(s.size for s in self._segs.values())
+
+    def _capacity(self) -> int:
+        """The most the spool could ever hold: max_bytes, or the size of its file system."""
+        fs = os.statvfs(self._dir)
+        size = fs.f_blocks * fs.f_frsize or disk.NO_LIMIT  # 0: a file system that does not say
+        return size if self._max_bytes is None else min(size, self._max_bytes)
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes held, bytes it may hold now: what it holds plus the free disk, at most max_bytes)."""
+        fs = os.statvfs(self._dir)
+        with self._lock:
+            used = self._total
+        room = used + fs.f_bavail * fs.f_frsize
+        return used, room if self._max_bytes is None else min(room, self._max_bytes)
+
+    # -- giving up backlog ------------------------------------------------------------------------------
+
+    def give_up(self, consumers: Collection[str], down_to: int) -> dict[str, int]:
+        """Free the oldest segments every other consumer has passed, until the spool holds at most
+        ``down_to`` bytes, moving ``consumers``' cursors past them: those records are never read by them.
+        Returns how many records each of them gave up. No other consumer's cursor ever moves."""
+        lost = dict.fromkeys(consumers, 0)
+        doomed: list[int] = []
+        with self._lock:
+            if self._closed:
+                return {}
+            kept = [p for c, p in self._cursors.items() if c not in lost]
+
+            def passed(s: Seg) -> bool:
+                return all(p[:2] >= (s.id, s.size) for p in kept)
+
+            def free_oldest() -> None:
+                for s in sorted(self._segs.values(), key=lambda s: s.id):
+                    if self._total <= down_to or s is self._cur or not passed(s):
+                        return  # oldest first: never a newer segment while an older one stays
+                    nxt = self._segs[min(sid for sid in self._segs if sid > s.id)]
+                    for c in lost:
+                        p = self._cursors[c]
+                        if p[:2] < (s.id, s.size):
+                            self._cursors[c] = Pos(nxt.id, HDR, max(p.seq, nxt.base))
+                            lost[c] += max(0, nxt.base - p.seq)
+                    doomed.extend(self._gc_locked())
+
+            free_oldest()
+            if self._total > down_to and self._cur.size > HDR and passed(self._cur):
+                try:  # only a sealed segment can go: seal the active one too
+                    self._open_segment_locked(self._cur.id + 1, sync_old=True)
+                except OSError as e:
+                    self._last_error = f"give_up: sealing segment {self._cur.id}: {e!r}"
+                else:
+                    free_oldest()
+        # Cursor files are not rewritten: one left pointing into a deleted segment resumes at the next
+        # segment there is when reopened (recovery.place), which is where the cursor was moved.
+        self._unlink(doomed)
+        return {c: n for c, n in lost.items() if n}
 
     # -- durability -------------------------------------------------------------------------------------
 
@@ -277,7 +317,8 @@ class Spool:
         # the cursor is durable before any segment it releases is unlinked
         disk.save_cursor(self._dir, self._h.dir, consumer, batch.end)
         with self._lock:
-            self._cursors[consumer] = batch.end
+            if batch.end[:2] > self._cursors[consumer][:2]:  # give_up may have moved it further meanwhile
+                self._cursors[consumer] = batch.end
             doomed = self._gc_locked()
         self._unlink(doomed)
 

@@ -1,0 +1,190 @@
+"""One sink's thread: drains the spool into it, batch by batch, acking only what the sink took.
+
+A sink that is down just falls behind (retried with backoff; nothing is dropped on a timer or a
+retry count). A batch the sink refuses for its contents is sent again in halves until the records
+at fault are found and set aside in ``rejected/``; each part is acked as soon as it is delivered or
+set aside, so a retry never sends a part twice. A sink that refuses prompttap itself (401/403) is
+shown as misconfigured until it works again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from prompttap.collector.encoder import Encoder, EncoderError
+from prompttap.collector.priority import Priority
+from prompttap.collector.rejected import RejectedRecords
+from prompttap.collector.sinks.base import Misconfigured, Rejected, Sink
+from prompttap.collector.spool import Batch, ReadPlan, Spool, read_planned
+
+log = logging.getLogger("prompttap.recorder")
+
+BATCH_DELAY = 0.5
+"""Seconds a sink waits for a batch to fill: each insert has a fixed cost in ClickHouse."""
+MAX_BATCH = 1000
+
+Status = Literal["ok", "failing", "misconfigured"]
+
+
+class SinkWorker:
+    """Drains the spool into one sink on its own thread."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        spool: Spool,
+        encoder: Encoder,
+        rejected_dir: Path,
+        priority: Priority | None = None,
+        payload_dir: Path | None = None,
+    ) -> None:
+        self.sink = sink
+        self.priority = priority
+        self.spool = spool
+        self.encoder = encoder
+        self.set_aside = RejectedRecords(rejected_dir)
+        # where the encoder leaves this sink's payload, if the sink's engine can read it from there
+        self.payload_file = payload_dir / f"{sink.name}.payload" if payload_dir and sink.in_engine else None
+        self.after_drain: Callable[[], object] = lambda: None  # the recorder's headroom check
+        self.exported = 0
+        self.failed = 0
+        self.rejected = 0
+        self.given_up = 0  # records this sink never got: given up to keep room for the store (headroom)
+        self.last_error = ""
+        self.failing_since = 0.0
+        self.misconfigured = False
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"prompttap-sink-{sink.name}", daemon=True)
+
+    @property
+    def status(self) -> Status:
+        if self.misconfigured:
+            return "misconfigured"
+        return "failing" if self.failing_since else "ok"
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            if not self.spool.wait(0.5, self.sink.name):
+                continue
+            # Let a small batch fill for a moment: fewer, larger inserts.
+            if self.spool.pending(self.sink.name)[0] < MAX_BATCH:
+                self.stopping.wait(BATCH_DELAY)
+            delivered = self.drain_once()
+            self.after_drain()
+            if self.priority is not None:  # a sink that is down has a backlog but needs no CPU
+                backlog = 0 if self.failing_since else self.spool.pending(self.sink.name)[0]
+                self.priority.update(self.sink.name, backlog)
+            if delivered:
+                backoff = 0.1
+            elif self.failing_since:
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def drain_once(self) -> bool:
+        """Export one batch; True if it was delivered (or set aside)."""
+        plan = self.spool.plan(self.sink.name, max_records=MAX_BATCH)
+        if plan.empty:
+            return False
+        try:
+            batch = self._export(plan)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        self.spool.ack(self.sink.name, batch)  # also when it held only damage: the cursor moves past it
+        if self.misconfigured:
+            log.warning("sink %s: exports work again", self.sink.name)
+        self.failing_since, self.misconfigured = 0.0, False
+        return bool(batch.seqs)
+
+    def _failed(self, exc: Exception) -> None:
+        self.failed += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self.failing_since = self.failing_since or time.monotonic()
+        if not isinstance(exc, Misconfigured):
+            log.warning("sink %s: export failed, will retry: %s", self.sink.name, self.last_error)
+        elif not self.misconfigured:  # loud, once: retries cannot help until someone fixes the settings
+            self.misconfigured = True
+            log.error(
+                "sink %s is MISCONFIGURED and exports nothing until its settings are fixed: %s. Its captures "
+                "wait in the spool; if the spool runs short of room they give way to the store's.",
+                self.sink.name,
+                self.last_error,
+            )
+
+    def _export(self, plan: ReadPlan) -> Batch:
+        """The encoder process reads the batch from the spool's files and encodes it, so its records never
+        pass through this process (GIL time here stretches the proxy's latency); the sink sends the payload.
+        Only a batch the sink or the encoder refuses is read here, to find the bad records."""
+        try:
+            sink = self.sink
+            payload, rows, batch = self.encoder.encode_planned(sink.kind, sink.options, plan, self.payload_file)
+            self.spool.note_corrupt(batch)
+            self._send(payload, rows)
+            return batch
+        except (Rejected, EncoderError) as exc:
+            if isinstance(exc, EncoderError) and exc.retry:
+                raise  # not the records' fault: retry the same batch
+            refusal = exc
+        batch = read_planned(plan)  # the same records (segments only grow; one given up meanwhile reads empty)
+        self.spool.note_corrupt(batch)
+        self._bisect(batch, 0, len(batch.records), refusal)
+        return batch
+
+    def _bisect(self, batch: Batch, lo: int, hi: int, refusal: Exception) -> None:
+        """Deliver records ``lo:hi`` of a refused batch by halves (a 400 for one bad record, a 413 for too
+        many), setting aside a record refused on its own. Each part is acked as soon as it is delivered or
+        set aside, so when a later part fails and the batch is retried, no part is sent or counted twice."""
+        if hi - lo == 1:
+            self.rejected += 1
+            self.set_aside.keep(self.sink.name, batch.records[lo], str(refusal))
+            self.spool.ack(self.sink.name, batch.upto(hi))
+            return
+        mid = (lo + hi) // 2
+        for a, b in ((lo, mid), (mid, hi)):
+            if a == b:
+                continue
+            try:
+                payload, rows = self.encoder.encode(self.sink.kind, self.sink.options, batch.records[a:b])
+                self._send(payload, rows)
+            except (Rejected, EncoderError) as exc:
+                if isinstance(exc, EncoderError) and exc.retry:
+                    raise
+                self._bisect(batch, a, b, exc)
+                continue
+            self.spool.ack(self.sink.name, batch.upto(b))
+
+    def _send(self, payload: bytes | Path, rows: int) -> None:
+        priority = self.priority
+        busy = priority.engine_work() if priority is not None and self.sink.in_engine else contextlib.nullcontext()
+        with busy:  # the engine's work on this thread is background work too
+            if isinstance(payload, Path):
+                try:
+                    self.sink.send_file(payload, rows)
+                finally:
+                    payload.unlink(missing_ok=True)  # a retry encodes again; leave no copy of prompts behind
+            else:
+                self.sink.send(payload, rows)
+        self.exported += rows
+
+    def stats(self) -> dict[str, Any]:
+        records, size = self.spool.pending(self.sink.name)
+        return {
+            "status": self.status,
+            "primary": self.sink.primary,
+            "pending": records,
+            "pending_bytes": size,
+            "exported": self.exported,
+            "failed_exports": self.failed,
+            "rejected": self.rejected,
+            "given_up": self.given_up,
+            "last_error": self.last_error,
+            "healthy": not self.failing_since,
+            "misconfigured": self.misconfigured,
+        }
