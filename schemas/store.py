@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from prompttap.schemas.credentials import scrub
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -101,7 +102,8 @@ class LockedClient:
 
 
 def redact_dsn(dsn: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
+    """The DSN with its password masked (``schemas.credentials.scrub``, the one scrubber)."""
+    return scrub(dsn)
 
 
 def file_literal(path: str | Path) -> str:

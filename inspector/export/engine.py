@@ -9,7 +9,6 @@ Python; a line that breaks its format's rules is skipped and counted with the re
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import uuid
 from collections import Counter
@@ -24,6 +23,7 @@ from prompttap.inspector.export.formats import Formatter
 from prompttap.inspector.export.redact import Redactor, redaction_counts
 from prompttap.inspector.export.select import Counts, Options, Selection, count, stream_rows
 from prompttap.inspector.export.validate import VALIDATORS
+from prompttap.schemas.credentials import strip_userinfo
 
 
 @dataclass(slots=True)
@@ -193,9 +193,7 @@ def store_uri(client: Any) -> str:
     """The store a client reads (credentials never included)."""
     inner = getattr(client, "_client", client)
     uri = str(getattr(inner, "uri", ""))
-    if uri.startswith("chdb://"):
-        return uri
-    return re.sub(r"//[^/@]*@", "//", uri)
+    return strip_userinfo(uri)
 
 
 @contextlib.contextmanager
