@@ -30,6 +30,10 @@ TERMINAL_EVENT = re.compile(
 TERMINAL_REACH = 64
 """Bytes of the previous chunk kept, so an event split across reads is still found (the longest
 terminal event above is well under this)."""
+SSE_END = re.compile(rb"\n\r?\n|\r\r")
+"""A blank line: an SSE client acts on an event (``[DONE]``, ``response.completed``...) only then."""
+LINE_END = re.compile(rb"\n")
+"""A newline: an NDJSON client parses a record (Ollama's ``"done": true``) only then."""
 # Events that mean the generation is over, even if trailing usage/[DONE] is still to come.
 FINISHED_EVENT = re.compile(
     rb"\"finish_reason\":\s*\"|\"stop_reason\":\s*\"|\"finishReason\":\s*\"|" + TERMINAL_EVENT.pattern
@@ -37,17 +41,35 @@ FINISHED_EVENT = re.compile(
 
 
 def is_terminal(data: bytes) -> bool:
-    """TERMINAL_EVENT in data. Substrings every terminal event contains are checked first: a substring
-    test is a fast C scan, where the regex tries its alternatives at each quote and letter of the JSON
-    (measured: 1 us against 2.4-3.3 us for a typical chat chunk)."""
+    """TERMINAL_EVENT in data."""
+    return _terminal(data) is not None
+
+
+def _terminal(data: bytes) -> re.Match[bytes] | None:
+    """TERMINAL_EVENT's first match in data. Substrings every terminal event contains are checked first:
+    a substring test is a fast C scan, where the regex tries its alternatives at each quote and letter of
+    the JSON (measured: 1 us against 2.4-3.3 us for a typical chat chunk)."""
     hinted = b"[DONE]" in data or b"message_stop" in data or b'"done"' in data or b"response." in data
-    return hinted and TERMINAL_EVENT.search(data) is not None
+    return TERMINAL_EVENT.search(data) if hinted else None
 
 
 class Tee:
     """The recording side of one body: its size and sha256, and a copy of at most ``limit`` bytes."""
 
-    __slots__ = ("chunks", "kept", "limit", "sha", "size", "t0", "tail", "timing", "truncated", "ttfb")
+    __slots__ = (
+        "chunks",
+        "event_end",
+        "in_terminal",
+        "kept",
+        "limit",
+        "sha",
+        "size",
+        "t0",
+        "tail",
+        "timing",
+        "truncated",
+        "ttfb",
+    )
 
     def __init__(self, t0: float, limit: int, timed: bool = True) -> None:
         self.t0 = t0
@@ -60,6 +82,8 @@ class Tee:
         self.truncated = False
         self.ttfb: float | None = None
         self.tail = b""  # the end of the previous chunk, for events split across reads
+        self.event_end = SSE_END  # what ends a stream's event: LINE_END for NDJSON
+        self.in_terminal = False  # a terminal event has begun, its end has not arrived yet
 
     def feed(self, chunk: bytes) -> None:
         n = len(chunk)
@@ -81,10 +105,24 @@ class Tee:
                 self.kept += room
 
     def ends_stream(self, chunk: bytes) -> bool:
-        """Does ``chunk`` complete a terminal event (possibly begun in the chunk before)?"""
+        """Does ``chunk`` complete a terminal event, through the end (``event_end``) at which a client
+        acts on it? Event and end may be split anywhere across reads (the tail of the previous chunk is
+        kept), and a long event (``response.completed`` carries the whole response) may take many."""
         joined = self.tail + chunk if self.tail else chunk
-        self.tail = chunk[-TERMINAL_REACH:]
-        return is_terminal(joined)
+        if not self.in_terminal:
+            match = _terminal(joined)
+            if match is None:
+                self.tail = chunk[-TERMINAL_REACH:]
+                return False
+            self.in_terminal = True
+            joined = joined[match.end() :]
+        end = self.event_end.search(joined)
+        if end is None:
+            self.tail = joined[-2:]  # an end split across reads ("\n\r" + "\n")
+            return False
+        self.in_terminal = False
+        self.tail = joined[end.end() :][-TERMINAL_REACH:]  # after the event: never found twice
+        return True
 
     def finished_seen(self) -> bool:
         """Did the generation finish (a finish/stop event arrived)? Scanned only on disconnect."""
