@@ -1,269 +1,42 @@
 """The demo's scripted traffic, sent through the prompttap proxy like real apps would send it.
 
-AnythingLLM (v1.16.0) is imitated on the wire. Its Generic OpenAI client is openai-node 4.95.1, which
-sends its own ``x-stainless-*`` headers and pretty-prints JSON bodies (``JSON.stringify(body, null, 2)``
-in ``buildRequest``); AnythingLLM stops reading a stream at the first chunk with a finish_reason, so it
-hangs up before ``data: [DONE]`` (``handleDefaultStreamResponseV2``). The sources, at those versions:
-https://github.com/Mintplex-Labs/anything-llm/blob/v1.16.0/server/utils/helpers/chat/responses.js
-https://github.com/Mintplex-Labs/anything-llm/blob/v1.16.0/server/package.json
-https://github.com/openai/openai-node/blob/v4.95.1/src/core.ts
-The agent and the Anthropic chat use the official ``openai``/``anthropic`` SDKs when installed, and the
-same wire shapes over httpx when not (they are dev extras; the demo works with the base install).
+``Script`` runs the steps (an AnythingLLM RAG chat, a tool-calling agent, a failed request, an
+Anthropic chat, a re-run and a replay) and then checks the inspector's pages. What the apps say is
+in ``content.py``; AnythingLLM's wire shape in ``anythingllm.py``; the OpenAI and Anthropic clients
+in ``clients.py``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-
-RAG_MODEL = "gpt-4o-mini"
-AGENT_MODEL = "gpt-4o"
-CLAUDE_MODEL = "claude-sonnet-4-5"
-FAILING_MODEL = "gpt-4.5-preview"  # the simulator answers 429 (quota) for it
-REPLAY_CHANGES = {"model": "gpt-4.1-mini", "temperature": 0.2}
-HISTORY_WINDOW = 3  # the workspace's "Chat History" (default 20), low so old turns visibly drop off
-TOP_N = 4  # AnythingLLM's default number of retrieved snippets
-
-# AnythingLLM's Generic OpenAI client (openai-node 4.95.1 on Node 18), header for header.
-_STAINLESS = {
-    "accept": "application/json",
-    "content-type": "application/json",
-    "x-stainless-lang": "js",
-    "x-stainless-package-version": "4.95.1",
-    "x-stainless-os": "Linux",
-    "x-stainless-arch": "x64",
-    "x-stainless-runtime": "node",
-    "x-stainless-runtime-version": "v18.20.8",
-    "authorization": "Bearer null",  # no key configured: openai-node sends the literal "null"
-    "x-stainless-retry-count": "2",
-    "x-stainless-timeout": "600",
-    "accept-encoding": "gzip,deflate",
-}
-ANYTHINGLLM_CHAT_HEADERS = {**_STAINLESS, "user-agent": "AnythingLLM/1.16.0"}
-ANYTHINGLLM_EMBED_HEADERS = {**_STAINLESS, "user-agent": "OpenAI/JS 4.95.1"}
-SYSTEM_PROMPT = (
-    "Given the following conversation, relevant context, and a follow up question, reply with an answer to the "
-    "current question the user is asking. The current date and time is {datetime}. Return only your response to "
-    "the question given the above information following the users instructions as needed."
+from prompttap.collector.demo.anythingllm import (
+    ANYTHINGLLM_CHAT_HEADERS,
+    ANYTHINGLLM_EMBED_HEADERS,
+    HISTORY_WINDOW,
+    TOP_N,
+    rag_system_prompt,
 )
-
-PTO = ("pto-policy-2026.docx", "1/5/2026, 4:03:09 PM")
-REMOTE = ("remote-work-guidelines.pdf", "3/2/2026, 9:12:44 AM")
-EXPENSES = ("expense-policy.md", "2/17/2026, 11:40:21 AM")
-CHUNKS = {
-    "pto": (
-        PTO,
-        "Full-time employees accrue paid time off from their first day. In the first year you earn 20 vacation "
-        "days, prorated by start month. From the third year on the allowance rises to 25 days.",
-    ),
-    "pto-2": (  # the same document after it was edited and re-ingested
-        ("pto-policy-2026.docx", "8/14/2026, 10:27:53 AM"),
-        "Full-time employees accrue paid time off from their first day. As of September 2026 the first year "
-        "brings 25 vacation days, prorated by start month. From the third year on the allowance rises to 28 days.",
-    ),
-    "carryover": (
-        PTO,
-        "Unused vacation days can be carried over into the next year, up to a maximum of 5 days. Carried-over "
-        "days expire on March 31. Days above the limit are forfeited unless your manager approved an exception.",
-    ),
-    "requests": (
-        PTO,
-        "Vacation requests go through the HR portal at least two weeks in advance. Requests longer than ten "
-        "working days need approval from your manager and from People Ops.",
-    ),
-    "benefits": (
-        ("benefits-overview-2026.pdf", "1/5/2026, 4:05:30 PM"),
-        "Health, dental and vision coverage start on the first day of employment. Parental leave is 16 weeks at "
-        "full pay. Public holidays follow the local office calendar and do not count against vacation days.",
-    ),
-    "onboarding": (
-        ("onboarding-checklist.md", "12/1/2025, 2:18:07 PM"),
-        "In your first week, set up the HR portal, book the security training and meet your onboarding buddy. "
-        "Your vacation balance appears in the HR portal after your first payroll run.",
-    ),
-    "abroad": (
-        REMOTE,
-        "You may work remotely from another country for up to 30 days per calendar year. Longer stays create "
-        "tax and payroll obligations and are not allowed.",
-    ),
-    "abroad-approval": (
-        REMOTE,
-        "Working abroad needs written approval from your manager and a check by People Ops at least three weeks "
-        "before you travel. Use the Work From Abroad form in the HR portal.",
-    ),
-    "core-hours": (
-        REMOTE,
-        "While working remotely you must be reachable during core hours, 10:00 to 15:00 in your home office's "
-        "time zone, and use the company VPN on every network.",
-    ),
-    "coworking": (
-        EXPENSES,
-        "Coworking spaces are reimbursable only when no Acme office is within 50 km. Day passes up to 35 EUR can "
-        "be claimed without pre-approval; monthly memberships need your manager's approval first.",
-    ),
-    "receipts": (
-        EXPENSES,
-        "Submit expenses in the finance tool within 30 days with an itemized receipt. Costs incurred while "
-        "working abroad are reimbursed in EUR at the exchange rate of the receipt date.",
-    ),
-}
-# (question, new search hits); AnythingLLM back-fills up to TOP_N from the previous turn's sources.
-RAG_TURNS = [
-    ("How many vacation days do I get in my first year?", ["pto", "onboarding", "benefits", "requests"]),
-    ("Can I carry unused days over into next year?", ["carryover"]),
-    ("What about working remotely from another country for a few weeks?", ["abroad", "core-hours"]),
-    ("Whose approval do I need for that, and how far in advance?", ["abroad-approval", "requests"]),
-    ("Can I expense a coworking space while I'm working abroad?", ["coworking", "receipts"]),
-]
-RERUN_HITS = ["pto-2", "onboarding", "benefits", "requests"]
-
-AGENT_SYSTEM = (
-    "You are Acme's customer support agent. Look orders and shipments up with the tools before answering; "
-    "never guess a delivery date. Be brief and friendly."
+from prompttap.collector.demo.clients import AnthropicChat, OpenAIChat, sse_data
+from prompttap.collector.demo.content import (
+    AGENT_MODEL,
+    AGENT_SYSTEM,
+    AGENT_TOOLS,
+    CLAUDE_MODEL,
+    CLAUDE_SYSTEM,
+    FAILING_MODEL,
+    RAG_MODEL,
+    RAG_TURNS,
+    REPLAY_CHANGES,
+    RERUN_HITS,
+    TOOL_RESULTS,
 )
-AGENT_TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {
-                "type": "object",
-                "properties": {p: {"type": "string"} for p in params},
-                "required": params,
-                "additionalProperties": False,
-            },
-        },
-    }
-    for name, description, params in (
-        ("lookup_order", "Find an order by its number, e.g. A-10423.", ["order_id"]),
-        ("track_shipment", "Current status of a parcel from the carrier.", ["tracking_number"]),
-        ("create_return", "Open a return for an order.", ["order_id", "reason"]),
-    )
-]
-TOOL_RESULTS = {
-    "lookup_order": {
-        "order_id": "A-10423",
-        "status": "shipped",
-        "carrier": "UPS",
-        "tracking_number": "1Z999AA10123456784",
-    },
-    "track_shipment": {"status": "in transit", "last_scan": "Louisville, KY", "estimated_delivery": "Thursday"},
-}
-CLAUDE_SYSTEM = "You are a concise technical writing assistant."
-
-
-def anythingllm_datetime(when: datetime) -> str:
-    """moment's ``LLLL`` in English, as AnythingLLM fills ``{datetime}``: Friday, August 21, 2026 8:50 PM."""
-    return f"{when:%A, %B} {when.day}, {when.year} {when.hour % 12 or 12}:{when:%M %p}"
-
-
-def chunk_text(key: str) -> str:
-    (source, published), text = CHUNKS[key]
-    return f"<document_metadata>\nsourceDocument: {source}\npublished: {published}\n</document_metadata>\n\n{text}"
-
-
-def rag_system_prompt(when: datetime, context: list[str]) -> str:
-    blocks = "".join(f"[CONTEXT {i}]:\n{chunk_text(k)}\n[END CONTEXT {i}]\n\n" for i, k in enumerate(context))
-    return SYSTEM_PROMPT.replace("{datetime}", anythingllm_datetime(when)) + "\nContext:\n" + blocks
-
-
-def merge_chunks(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The assistant message of a chat completions stream (content and tool-call deltas merged by index)."""
-    message: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": []}
-    for chunk in chunks:
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            message["content"] += delta.get("content") or ""
-            for call in delta.get("tool_calls") or []:
-                while len(message["tool_calls"]) <= call["index"]:
-                    message["tool_calls"].append(
-                        {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-                    )
-                merged = message["tool_calls"][call["index"]]
-                merged["id"] = call.get("id") or merged["id"]
-                for k in ("name", "arguments"):
-                    merged["function"][k] += (call.get("function") or {}).get(k) or ""
-    return message
-
-
-def sse_data(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    for line in lines:
-        if line.startswith("data:") and line[5:].strip() != "[DONE]":
-            yield json.loads(line[5:])
-
-
-class OpenAIChat:
-    """``chat.completions.create`` -> (status, assistant message), with the SDK or over httpx."""
-
-    def __init__(self, base_url: str, key: str, http: httpx.Client) -> None:
-        self.base_url, self.key, self.http = base_url, key, http
-        try:
-            import openai
-
-            own = openai.DefaultHttpxClient(trust_env=False, timeout=60)  # the SDK's own httpx flavour
-            self.sdk: Any = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, http_client=own)
-            self.errors: tuple[type[Exception], ...] = (openai.APIStatusError,)
-        except ImportError:
-            self.sdk, self.errors = None, ()
-
-    def create(self, **body: Any) -> tuple[int, dict[str, Any]]:
-        if self.sdk is not None:
-            try:
-                if body.get("stream"):
-                    return 200, merge_chunks(c.model_dump() for c in self.sdk.chat.completions.create(**body))
-                return 200, self.sdk.chat.completions.create(**body).model_dump()["choices"][0]["message"]
-            except self.errors as exc:
-                return exc.status_code, {}  # type: ignore[attr-defined]
-        headers = {"authorization": f"Bearer {self.key}"}
-        with self.http.stream("POST", f"{self.base_url}/chat/completions", json=body, headers=headers) as resp:
-            if resp.status_code >= 400 or not body.get("stream"):
-                resp.read()
-                return resp.status_code, {} if resp.status_code >= 400 else resp.json()["choices"][0]["message"]
-            return 200, merge_chunks(sse_data(resp.iter_lines()))
-
-
-class AnthropicChat:
-    """``messages.create`` -> (status, answer text), with the SDK or over httpx."""
-
-    def __init__(self, base_url: str, key: str, http: httpx.Client) -> None:
-        self.base_url, self.key, self.http = base_url, key, http
-        try:
-            import anthropic
-
-            own = anthropic.DefaultHttpxClient(trust_env=False, timeout=60)  # the SDK's own httpx flavour
-            self.sdk: Any = anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, http_client=own)
-        except ImportError:
-            self.sdk = None
-
-    def create(self, **body: Any) -> tuple[int, str]:
-        if self.sdk is not None:
-            if body.get("stream"):
-                return 200, _anthropic_text(e.model_dump() for e in self.sdk.messages.create(**body))
-            return 200, _anthropic_text([self.sdk.messages.create(**body).model_dump()])
-        headers = {"x-api-key": self.key, "anthropic-version": "2023-06-01"}
-        with self.http.stream("POST", f"{self.base_url}/v1/messages", json=body, headers=headers) as resp:
-            if resp.status_code >= 400 or not body.get("stream"):
-                resp.read()
-                return resp.status_code, "" if resp.status_code >= 400 else _anthropic_text([resp.json()])
-            return 200, _anthropic_text(sse_data(resp.iter_lines()))
-
-
-def _anthropic_text(events: Iterable[dict[str, Any]]) -> str:
-    """The text of a message, or of a stream's text deltas."""
-    out = []
-    for e in events:
-        if e.get("type") == "message":
-            out += [b.get("text", "") for b in e.get("content") or [] if b.get("type") == "text"]
-        elif e.get("type") == "content_block_delta" and (e.get("delta") or {}).get("type") == "text_delta":
-            out.append(e["delta"]["text"])
-    return "".join(out)
 
 
 @dataclass
