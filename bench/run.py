@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""prompttap benchmark: one interleaved harness run, a zero-loss check at saturation, an RSS soak.
+"""prompttap benchmark: one interleaved harness run, a zero-loss check at saturation, an RSS soak, HTTPS interception.
 
     .venv/bin/python bench/run.py [options] [-- harness options]
     make bench ARGS="--no-litellm -- --quick"
 
-Phases (``--phases``, default all three, in this order):
+Phases (``--phases``, default all four, in this order):
 
   harness  The shared harness (``run_bench.py``, found at ``../shared/bench`` from the repo root or at
            ``$PROMPTTAP_BENCH_HARNESS``) in ONE interleaved run: direct, nginx, litellm, the minimal
@@ -18,6 +18,10 @@ Phases (``--phases``, default all three, in this order):
            healthz ``recorded``.
   soak     N requests (``--soak``, default 100000) through a fresh prompttap at c=64 in wrk chunks,
            sampling its RSS; RSS after warmup, at 25/50/75/100 % and the max (target < 500 MB, flat).
+  intercept  HTTPS through prompttap's forward proxy (``serve --intercept``) to a TLS mock upstream, next to
+           direct over TLS and prompttap's routed port, with one HTTPS client (``tls_load.py``): added
+           latency at c=1, TTFT of one stream, saturation, the cost of a new CONNECT + TLS handshake,
+           bytes identical.
 
 The result is one table (measured value, target, PASS/FAIL), printed and saved as
 ``bench/results/<timestamp>.md`` (with ``<timestamp>.json``, the harness's output in
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import phase_harness
+import phase_intercept
 import phase_lost
 import phase_soak
 from console import log, set_phase
@@ -47,6 +52,7 @@ from paths import HARNESS, REPO, RESULTS, RunDirs
 from prereqs import ensure_prereqs
 from report import RowsOf, render
 from report_harness import harness_rows
+from report_intercept import intercept_rows
 from report_loss import lost_rows, soak_rows
 from stack import cleanup, on_signal
 
@@ -65,7 +71,9 @@ PHASES: dict[str, Phase] = {
     "harness": Phase(phase_harness.run, harness_rows),
     "lost": Phase(phase_lost.run, lost_rows),
     "soak": Phase(phase_soak.run, soak_rows),
+    "intercept": Phase(phase_intercept.run, intercept_rows),
 }
+INTERCEPT_TARGETS = ("direct", "proxy", "routed")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -92,8 +100,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--drain-timeout", type=float, default=600, help="max wait for pending == 0 (600 s)")
     ap.add_argument("--harness-timeout", type=float, default=3600, help="time bound of the harness phase (3600 s)")
+    ap.add_argument("--intercept-rounds", type=int, default=3, help="rounds of the intercept phase (3)")
+    ap.add_argument("--intercept-duration", type=float, default=10, help="seconds per load in the intercept phase (10)")
+    ap.add_argument("--intercept-concurrency", type=int, default=64, help="connections of its saturation load (64)")
+    ap.add_argument(
+        "--intercept-targets",
+        default=",".join(INTERCEPT_TARGETS),
+        help="its targets: direct and proxy, and routed (prompttap's own port) unless left out",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 1 if any row FAILs")
     a = ap.parse_args(argv)
+    targets = {t.strip() for t in a.intercept_targets.split(",") if t.strip()}
+    if not {"direct", "proxy"} <= targets <= set(INTERCEPT_TARGETS):
+        ap.error(f"--intercept-targets: direct,proxy and optionally routed (got {a.intercept_targets})")
     phases = [p.strip() for p in a.phases.split(",") if p.strip()]
     unknown = set(phases) - set(PHASES)
     if unknown:

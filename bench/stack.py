@@ -13,6 +13,7 @@ import os
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,13 +21,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from console import log
-from paths import BENCH_PY, HARNESS, HOST, PROMPTTAP
+from paths import BENCH_PY, HARNESS, HOST, PROMPTTAP, REPO
+
+if TYPE_CHECKING:
+    from upstream_tls import UpstreamTLS
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never an env proxy
+
+# The mock's configuration for the harness's ns_* scenarios: a 256-byte answer, no delay.
+NS_MOCK = {"chunks": 50, "first_delay_ms": 0.0, "chunk_delay_ms": 0.0, "content_bytes": 256}
 
 
 def child_env() -> dict[str, str]:
@@ -167,10 +174,16 @@ def free_ports(n: int, start: int = 18700) -> list[int]:
     raise RuntimeError(f"no {n} free loopback ports from {start}")
 
 
-def http_json(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+def http_json(
+    url: str, method: str = "GET", body: bytes | None = None, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+) -> tuple[int, Any]:
+    """A JSON request to one of our loopback servers; ``tls``: the context an https URL is verified with."""
     req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    opener = _OPENER
+    if tls is not None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls))
     try:
-        with _OPENER.open(req, timeout=timeout) as r:
+        with opener.open(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:  # healthz answers 503 with its JSON when degraded
         try:
@@ -198,13 +211,15 @@ def wait_until(pred: Any, timeout: float, what: str, proc: Proc | None = None) -
     raise RuntimeError(f"{what}: not ready after {timeout:.0f}s ({last!r})")
 
 
-def log_findings(path: Path) -> dict[str, Any]:
-    """Warnings, errors and tracebacks in a prompttap log."""
+def log_findings(path: Path, expected: Sequence[str] = ()) -> dict[str, Any]:
+    """Warnings, errors and tracebacks in a prompttap log, but for lines containing an ``expected`` text."""
     if not path.exists():
         return {"path": str(path), "missing": True}
     counts = {"WARNING": 0, "ERROR": 0, "CRITICAL": 0, "Traceback": 0}
     first: list[str] = []
     for line in path.read_text(errors="replace").splitlines():
+        if any(e in line for e in expected):
+            continue
         hit = next((k for k in counts if f" {k} " in line or line.startswith(k)), None)
         if hit:
             counts[hit] += 1
@@ -217,20 +232,30 @@ class Stack:
     """A mock upstream + one prompttap on a fresh home, both ours.
 
     ``serve_args`` go after prompttap's own ``serve`` options (another flavour of the proxy, e.g. one
-    that also listens as a forward proxy).
+    that also listens as a forward proxy). With ``tls`` the mock serves HTTPS with that certificate
+    (``tls_mock.py``) and prompttap trusts its CA (``--upstream-ca``). ``ports``: the mock's and
+    prompttap's (default: the first two free ones), for a caller that needs more free ports at once.
     """
 
-    def __init__(self, name: str, logs: Path, home: Path, serve_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        logs: Path,
+        home: Path,
+        serve_args: Sequence[str] = (),
+        tls: UpstreamTLS | None = None,
+        ports: Sequence[int] | None = None,
+    ) -> None:
         self.name, self.logs, self.home = name, logs, home
-        up_port, self.port = free_ports(2)
-        self.upstream = f"http://{HOST}:{up_port}"
+        up_port, self.port = ports or free_ports(2)
+        self.tls = tls.client_context() if tls else None  # how we verify the mock's certificate
+        self.upstream = f"{'https' if tls else 'http'}://{HOST}:{up_port}"
         self.url = f"http://{HOST}:{self.port}/v1/chat/completions"
-        self.mock = Proc(
-            f"{name}-mock",
-            [str(BENCH_PY), str(HARNESS / "mock_upstream.py"), "--port", str(up_port)],
-            logs / f"{name}-mock.log",
-            cwd=HARNESS,
-        )
+        mock_argv = [str(HARNESS / "mock_upstream.py"), "--port", str(up_port)]
+        if tls:
+            mock_argv = [str(REPO / "bench" / "tls_mock.py"), "--port", str(up_port), "--cert", str(tls.cert)]
+            serve_args = ["--upstream-ca", str(tls.ca), *serve_args]
+        self.mock = Proc(f"{name}-mock", [str(BENCH_PY), *mock_argv], logs / f"{name}-mock.log", cwd=HARNESS)
         self.pt = Proc(
             f"{name}-prompttap",
             [
@@ -252,21 +277,27 @@ class Stack:
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.mock.start()
-        wait_until(lambda: http_json(self.upstream + "/__mock/health")[0] == 200, 30, "mock upstream", self.mock)
-        # the non-streaming config of the harness's ns_* scenarios (256-byte answer, no delay)
-        cfg = {"chunks": 50, "first_delay_ms": 0.0, "chunk_delay_ms": 0.0, "content_bytes": 256}
-        http_json(self.upstream + "/__mock/config", "POST", json.dumps(cfg).encode())
+        wait_until(lambda: self.mock_json("/__mock/health")[0] == 200, 30, "mock upstream", self.mock)
+        self.configure_mock(NS_MOCK)
         self.pt.start()
         t = time.monotonic()
         wait_until(lambda: self.health(2)[0] == 200, 120, "prompttap healthz", self.pt)
         log(f"prompttap pid {self.pt.pid} on :{self.port} ready in {time.monotonic() - t:.1f}s; home {self.home}")
-        http_json(self.upstream + "/__mock/stats/reset", "POST", b"")
+        self.mock_json("/__mock/stats/reset", "POST", b"")
+
+    def mock_json(self, path: str, method: str = "GET", body: bytes | None = None) -> tuple[int, Any]:
+        return http_json(self.upstream + path, method, body, tls=self.tls)
+
+    def configure_mock(self, cfg: dict[str, Any]) -> None:
+        status, _ = self.mock_json("/__mock/config", "POST", json.dumps(cfg).encode())
+        if status != 200:
+            raise RuntimeError(f"the mock refused its config {cfg} ({status})")
 
     def health(self, timeout: float = 5.0) -> tuple[int, Any]:
         return http_json(f"http://{HOST}:{self.port}/_prompttap/healthz", timeout=timeout)
 
     def upstream_chat_count(self) -> int:
-        stats = http_json(self.upstream + "/__mock/stats")[1] or {}
+        stats = self.mock_json("/__mock/stats")[1] or {}
         return int(stats.get("/v1/chat/completions", 0))
 
     def wait_drained(self, timeout: float) -> tuple[float | None, dict[str, Any] | None]:
