@@ -107,9 +107,15 @@ def intercept_rows(r: dict[str, Any]) -> Rows:
         ]
     )
     lg = r.get("log", {}).get("counts", {})
-    if any(lg.values()):
+    if any(lg.values()) or r.get("exit_code"):
+        val = ", ".join(f"{k} {v}" for k, v in lg.items() if v) or "clean"
         rows.append(
-            ["intercept: prompttap log", ", ".join(f"{k} {v}" for k, v in lg.items() if v), "clean", verdict(False)]
+            [
+                "intercept: prompttap log, exit on SIGTERM",
+                f"{val}; exit {r.get('exit_code')}",
+                "clean, 0",
+                verdict(False),
+            ]
         )
     return rows, notes(r, sat, dc, d)
 
