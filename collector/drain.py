@@ -22,6 +22,7 @@ from prompttap.collector.priority import Priority
 from prompttap.collector.rejected import RejectedRecords
 from prompttap.collector.sinks.base import Misconfigured, Rejected, Sink
 from prompttap.collector.spool import Batch, ReadPlan, Spool, read_planned
+from prompttap.schemas.credentials import scrub
 
 log = logging.getLogger("prompttap.recorder")
 
@@ -105,7 +106,7 @@ class SinkWorker:
 
     def _failed(self, exc: Exception) -> None:
         self.failed += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self.last_error = scrub(f"{type(exc).__name__}: {exc}")[:500]  # shown on /healthz and logged
         self.failing_since = self.failing_since or time.monotonic()
         if not isinstance(exc, Misconfigured):
             log.warning("sink %s: export failed, will retry: %s", self.sink.name, self.last_error)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import orjson
+from prompttap.schemas.credentials import scrub
 
 log = logging.getLogger("prompttap.recorder")
 
@@ -27,6 +28,7 @@ class RejectedRecords:
         except orjson.JSONDecodeError:
             capture_id = f"unparsable-{time.time_ns()}"
         path = self.directory / f"{sink}-{capture_id}.json"
+        reason = scrub(reason)[:2000]
         entry = {"sink": sink, "reason": reason, "record": raw.decode("utf-8", "replace")}
         path.write_bytes(orjson.dumps(entry))
         log.error("sink %s refused capture %s (kept in %s): %s", sink, capture_id, path, reason)

@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prompttap.collector.sinks.base import Misconfigured, Rejected
+from prompttap.schemas.credentials import is_secret_name, scrub, strip_userinfo
 from prompttap.schemas.spans import SCOPE_NAME, SCOPE_VERSION, AttrValue, CaptureSpan, resource_attributes, span_of
 
 log = logging.getLogger("prompttap.otlp")
@@ -70,6 +71,7 @@ class OtlpSink:
         headers: Mapping[str, str],
         timeout: float = 10.0,
         service_name: str = "prompttap",
+        secrets: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.endpoint = endpoint
@@ -78,7 +80,10 @@ class OtlpSink:
         self.in_engine = False
         self.primary = False  # another tool's copy: its backlog gives way when the spool runs short
         self.partial_rejected = 0  # spans receivers reported as rejected inside a 2xx
-        self._where = _display_url(endpoint)
+        # What error text must never show: the credentials in its headers (a receiver may echo them) and
+        # ``secrets`` (a key that only reaches the receiver inside another value, as Langfuse's in Basic auth).
+        self._secrets = (*secrets, *_header_secrets(headers))
+        self._where = scrub(strip_userinfo(endpoint))
         self._headers = {
             **dict(headers),
             "Content-Type": _PROTOBUF,
@@ -110,24 +115,30 @@ class OtlpSink:
                 self.endpoint, content=gzip.compress(payload, compresslevel=6), headers=self._headers
             )
         except httpx.HTTPError as exc:  # refused, reset, DNS, timeout: all "try again later"
-            raise OtlpError(f"{self._where} unreachable: {type(exc).__name__}: {exc}"[:500]) from exc
+            raise OtlpError(self._clean(f"{self._where} unreachable: {type(exc).__name__}: {exc}")) from exc
         code = response.status_code
         if 200 <= code < 300:
             self._log_partial(response, rows)
             return
         detail = _error_detail(response)
         if code == 413:
-            raise Rejected(f"{self._where} refused {rows} span(s) as too large (HTTP 413): {detail}"[:500])
+            raise Rejected(self._clean(f"{self._where} refused {rows} span(s) as too large (HTTP 413): {detail}"))
         if code == 400:
-            raise Rejected(f"{self._where} refused the batch (HTTP 400): {detail}"[:500])
+            raise Rejected(self._clean(f"{self._where} refused the batch (HTTP 400): {detail}"))
         if code in (401, 403):
-            raise OtlpAuthError(f"authentication failed for {self._where} (HTTP {code}): {detail}"[:500])
+            raise OtlpAuthError(self._clean(f"authentication failed for {self._where} (HTTP {code}): {detail}"))
         if 300 <= code < 400:
-            where = _display_url(response.headers.get("location", ""))
-            raise OtlpError(f"{self._where} redirected (HTTP {code}) to {where!r}: not followed, set the final URL")
+            where = scrub(strip_userinfo(response.headers.get("location", "")))
+            raise OtlpError(
+                self._clean(f"{self._where} redirected (HTTP {code}) to {where!r}: not followed, set the final URL")
+            )
         retry_after = response.headers.get("retry-after")
         hint = f", retry-after {retry_after}" if retry_after else ""
-        raise OtlpError(f"{self._where} answered HTTP {code}{hint}: {detail}"[:500])
+        raise OtlpError(self._clean(f"{self._where} answered HTTP {code}{hint}: {detail}"))
+
+    def _clean(self, text: str) -> str:
+        """Error text as it may be shown and logged: scrubbed of every credential, then cut."""
+        return scrub(text, self._secrets)[:500]
 
     def _log_partial(self, response: httpx.Response, sent: int) -> None:
         rejected, message = _partial_success(response)
@@ -139,7 +150,7 @@ class OtlpSink:
                 self._where,
                 rejected,
                 sent,
-                message or "no reason given",
+                self._clean(message or "no reason given"),
             )
 
     def close(self) -> None:
@@ -229,17 +240,10 @@ def _error_detail(response: httpx.Response) -> str:
     return body.decode("utf-8", "replace").strip()[:300] or "(empty body)"
 
 
-def _display_url(url: str) -> str:
-    """The URL without userinfo or query (either may hold a secret)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+def _header_secrets(headers: Mapping[str, str]) -> list[str]:
+    """The credentials in configured headers: each secret header's value, and its token without the scheme."""
+    values = [v for k, v in headers.items() if is_secret_name(k) and v]
+    return [*values, *(v.split(" ", 1)[1] for v in values if " " in v)]
 
 
 # --------------------------------------------------------------------------- configuration
@@ -286,7 +290,7 @@ def langfuse_sink_from_env(environ: Mapping[str, str]) -> OtlpSink | None:
         "x-langfuse-ingestion-version": "4",
     }
     timeout = _seconds(environ.get("LANGFUSE_TIMEOUT"), 10.0, "LANGFUSE_TIMEOUT")
-    return OtlpSink("langfuse", f"{base_url}/{path}", headers, timeout, _service_name(environ))
+    return OtlpSink("langfuse", f"{base_url}/{path}", headers, timeout, _service_name(environ), secrets=[secret_key])
 
 
 def otlp_sink_from_env(environ: Mapping[str, str]) -> OtlpSink | None:
@@ -306,7 +310,7 @@ def otlp_sink_from_env(environ: Mapping[str, str]) -> OtlpSink | None:
             "(set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and an http(s) endpoint, usually port 4318)"
         )
     if urlsplit(endpoint).scheme not in ("http", "https"):
-        raise ValueError(f"OTLP endpoint {_display_url(endpoint)!r} must be an http:// or https:// URL")
+        raise ValueError(f"OTLP endpoint {scrub(strip_userinfo(endpoint))!r} must be an http:// or https:// URL")
     # The signal-specific variable replaces the general one, as in the OTel SDKs.
     raw = environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or environ.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
     raw_timeout = environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
