@@ -78,6 +78,7 @@ class Connection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
+        self.keep_alive = False  # read when the head completes: llhttp forgets it once the message ends
         self.complete = False
         self.no_body = False
         self.error: UpstreamError | None = None
@@ -126,7 +127,7 @@ class Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.complete and not self.closed and self.error is None and self.parser.should_keep_alive()
+        return self.complete and not self.closed and self.error is None and self.keep_alive and not self._chunks
 
     def abort(self) -> None:
         """End the exchange at once: the upstream sees the connection reset."""
@@ -234,6 +235,7 @@ class Connection(asyncio.Protocol):
             return
         self.status = status
         self.head_done = True
+        self.keep_alive = self.parser.should_keep_alive()
         self._head_bytes = 0
         if self.no_body or status in (204, 304):
             self.on_message_complete()

@@ -9,10 +9,12 @@ import hashlib
 import itertools
 import json
 import socket
+import threading
 import time
 import uuid
 
 import anthropic
+import httptools
 import httpx
 import openai
 import pytest
@@ -439,3 +441,39 @@ def test_terminal_event_check_agrees_with_its_pattern(chunk: bytes, terminal: bo
     """The fast substring pre-check never changes the verdict of TERMINAL_EVENT."""
     assert is_terminal(chunk) is terminal
     assert (TERMINAL_EVENT.search(chunk) is not None) is terminal
+
+
+class _KeepAliveUpstream(asyncio.Protocol):
+    """Answers every request on a connection with the same small JSON, keeping the connection."""
+
+    connections = 0
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        type(self).connections += 1
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        body = b'{"ok":true}'
+        self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
+
+
+def test_upstream_connections_are_kept_alive_and_reused(make_pt):
+    """One client making requests one after the other costs one upstream connection, not one each."""
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(_KeepAliveUpstream, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        pt = make_pt(upstream=f"http://127.0.0.1:{port}")
+        with httpx.Client() as client:
+            for _ in range(20):
+                assert client.get(f"{pt.url}/v1/models").status_code == 200
+        assert _KeepAliveUpstream.connections == 1
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
