@@ -54,8 +54,9 @@ VOLUME ["/data"]
 EXPOSE 8787 8788
 
 # slim has no curl: ask the proxy's own health endpoint with the standard library.
-# Healthy means HTTP 200 (store, spool and sinks fine); 503 "degraded" or no answer is unhealthy.
-# The URL assumes the default --listen port 8787.
+# Liveness only: /_prompttap/healthz answers 200 while the proxy serves traffic, so a sink that is
+# down (Langfuse, the store) never makes Docker restart a proxy that works; no answer is unhealthy.
+# Monitor /_prompttap/readyz for recording problems. The URL assumes the default --listen port 8787.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:8787/_prompttap/healthz', timeout=4); sys.exit(0 if r.status == 200 else 1)"]
 

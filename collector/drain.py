@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from prompttap.collector.encoder import Encoder, EncoderError
 from prompttap.collector.priority import Priority
+from prompttap.collector.recent import Recent
 from prompttap.collector.rejected import RejectedRecords
 from prompttap.collector.sinks.base import Misconfigured, Rejected, Sink
 from prompttap.collector.spool import Batch, ReadPlan, Spool, read_planned
@@ -57,6 +58,7 @@ class SinkWorker:
         self.failed = 0
         self.rejected = 0
         self.given_up = 0  # records this sink never got: given up to keep room for the store (headroom)
+        self.rejected_recent, self.given_up_recent = Recent(), Recent()  # the same, lately: /readyz's view
         self.last_error = ""
         self.failing_since = 0.0
         self.misconfigured = False
@@ -144,6 +146,7 @@ class SinkWorker:
         set aside, so when a later part fails and the batch is retried, no part is sent or counted twice."""
         if hi - lo == 1:
             self.rejected += 1
+            self.rejected_recent.add()
             self.set_aside.keep(self.sink.name, batch.records[lo], str(refusal))
             self.spool.ack(self.sink.name, batch.upto(hi))
             return
@@ -160,6 +163,11 @@ class SinkWorker:
                 self._bisect(batch, a, b, exc)
                 continue
             self.spool.ack(self.sink.name, batch.upto(b))
+
+    def gave_up(self, n: int) -> None:
+        """Count ``n`` records this sink gave up to keep room for the store (``collector.headroom``)."""
+        self.given_up += n
+        self.given_up_recent.add(n)
 
     def _send(self, payload: bytes | Path, rows: int) -> None:
         priority = self.priority
@@ -184,7 +192,9 @@ class SinkWorker:
             "exported": self.exported,
             "failed_exports": self.failed,
             "rejected": self.rejected,
+            "rejected_recent": self.rejected_recent.count(),
             "given_up": self.given_up,
+            "given_up_recent": self.given_up_recent.count(),
             "last_error": self.last_error,
             "healthy": not self.failing_since,
             "misconfigured": self.misconfigured,

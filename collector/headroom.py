@@ -56,7 +56,7 @@ class Headroom:
             lost = self.spool.give_up(names, int(LOW_WATER * room))
         for name, n in lost.items():
             worker = self.secondary[name]
-            worker.given_up += n
+            worker.gave_up(n)
             log.error(
                 "sink %s (%s) lags while the spool runs short of room (%d of %d bytes): it gave up its %d oldest "
                 "captures, never to be sent (%d so far); the store keeps them",

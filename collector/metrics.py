@@ -1,4 +1,9 @@
-"""Prometheus text exposition of the recorder's health (``/metrics``)."""
+"""Prometheus text exposition of the recorder's health (``/metrics``).
+
+Label values come from a closed set (sink names, drop reasons): never error text, which would
+make a new series for every message and could carry whatever a remote endpoint answered. The
+errors themselves are on ``/readyz``.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,12 @@ def render(health: dict[str, Any]) -> str:
 
     spool = health.get("spool", {})
     sinks: dict[str, dict[str, Any]] = health.get("sinks", {})
-    metric("up", "gauge", "1 when every sink is healthy and nothing was dropped", [({}, health["status"] == "ok")])
+    metric(
+        "up",
+        "gauge",
+        "1 when recording is healthy: no drop, no failing sink, no give-up or refusal lately (/readyz)",
+        [({}, health["status"] == "ok")],
+    )
     metric("captures_recorded_total", "counter", "captures appended to the spool", [({}, health["recorded"])])
     metric(
         "captures_dropped_total",
@@ -58,7 +68,4 @@ def render(health: dict[str, Any]) -> str:
         ("misconfigured", "sink_misconfigured", "gauge", "1 while the sink refuses prompttap's credentials"),
     ):
         metric(name, kind, text, [({"sink": s}, float(v[key])) for s, v in sorted(sinks.items())])
-    errors = [({"sink": s, "error": v["last_error"][:200]}, 1.0) for s, v in sorted(sinks.items()) if v["last_error"]]
-    if errors:
-        metric("sink_last_error_info", "gauge", "the last export error per sink", errors)
     return "\n".join(out) + "\n"

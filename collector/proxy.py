@@ -305,9 +305,11 @@ class Proxy:
 
     # -- prompttap's own endpoints on the proxy port ------------------------------------
     async def _own(self, scope: Scope, send: Send) -> None:
-        if scope["path"] == "/_prompttap/healthz":
+        if scope["path"] in ("/_prompttap/healthz", "/_prompttap/readyz"):
+            # /healthz is liveness (200 while this answers); /readyz and /healthz?verbose=1, readiness
             health = self.health()
-            await _send_json(send, 200 if health.get("status") == "ok" else 503, health)
+            ready = scope["path"].endswith("readyz") or b"verbose=1" in scope.get("query_string", b"").split(b"&")
+            await _send_json(send, 200 if health.get("ready" if ready else "live", True) else 503, health)
         elif scope["path"] == "/_prompttap/metrics":
             body = self.metrics().encode()
             await send(

@@ -24,9 +24,11 @@ from prompttap.collector.drain import SinkWorker
 from prompttap.collector.encoder import Encoder
 from prompttap.collector.headroom import Headroom
 from prompttap.collector.priority import Priority
+from prompttap.collector.recent import Recent
 from prompttap.collector.sinks.base import Rejected, Sink
 from prompttap.collector.spool import Batch, Spool, SpoolFull
 from prompttap.schemas.capture import Capture
+from prompttap.schemas.credentials import scrub
 
 log = logging.getLogger("prompttap.recorder")
 
@@ -52,6 +54,7 @@ class Recorder:
             w.after_drain = self.headroom.check  # after each drain: a store's ack may let backlog go
         self.recorded = 0
         self.dropped: dict[str, int] = {}
+        self.dropped_recent: dict[str, Recent] = {}  # the same, lately: /readyz's view
         self.last_drop = ""
 
     def start(self) -> None:
@@ -81,7 +84,8 @@ class Recorder:
 
     def _drop(self, reason: str, exc: Exception) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        self.last_drop = f"{reason}: {exc}"
+        self.dropped_recent.setdefault(reason, Recent()).add()
+        self.last_drop = scrub(f"{reason}: {exc}")[:500]
         log.error("capture NOT recorded (%s, %d so far): %s", reason, self.dropped[reason], exc)
 
     def close(self, timeout: float = 10.0) -> dict[str, int]:
@@ -105,6 +109,7 @@ class Recorder:
         return {
             "recorded": self.recorded,
             "dropped": dict(self.dropped),
+            "dropped_recent": {r: n for r, w in self.dropped_recent.items() if (n := w.count())},
             "last_drop": self.last_drop,
             "spool": self.spool.stats(),
             "catching_up": bool(self.priority and self.priority.catching_up),

@@ -31,6 +31,7 @@ from prompttap.collector.listener import ProxyProtocol
 from prompttap.collector.memory import compact_malloc, release_startup_pages
 from prompttap.collector.priority import GIL_SWITCH_INTERVAL, Priority
 from prompttap.collector.proxy import Proxy
+from prompttap.collector.recent import WINDOW_S
 from prompttap.collector.recorder import Recorder
 from prompttap.collector.sinks.base import Sink
 from prompttap.collector.sinks.clickhouse import ClickHouseSink
@@ -138,18 +139,36 @@ class App:
             return []
 
     def health(self) -> dict[str, Any]:
+        """Liveness and readiness in one answer. ``live``: the process serves traffic (it does, if it
+        answers). ``ready``: recording is healthy now: no capture dropped, no sink failing or refusing
+        prompttap's credentials, none giving up or refusing captures in the last ``window_s``; otherwise
+        ``problems`` says what. Counters are totals since start; ``*_recent`` counts are the window's."""
         stats = self.recorder.stats()
+        window = round(WINDOW_S / 60)
         problems = []
-        if stats["dropped"]:
-            problems.append(f"captures dropped: {stats['dropped']} ({stats['last_drop']})")
+        if stats["dropped_recent"]:
+            problems.append(
+                f"captures dropped in the last {window} min: {stats['dropped_recent']} ({stats['last_drop']})"
+            )
         for name, sink in stats["sinks"].items():
             if sink["status"] != "ok":  # failing, or misconfigured: refuses our credentials
                 problems.append(f"sink {name} {sink['status']}: {sink['last_error']}")
-            if sink["given_up"]:
-                problems.append(f"sink {name} gave up {sink['given_up']} captures to keep room for the store")
+            if sink["given_up_recent"]:
+                problems.append(
+                    f"sink {name} gave up {sink['given_up_recent']} captures in the last {window} min "
+                    "to keep room for the store"
+                )
+            if sink["rejected_recent"]:
+                problems.append(
+                    f"sink {name} refused {sink['rejected_recent']} captures in the last {window} min "
+                    "(set aside: `prompttap rejected list`)"
+                )
         return {
             "status": "ok" if not problems else "degraded",
+            "live": True,
+            "ready": not problems,
             "problems": problems,
+            "window_s": WINDOW_S,
             "uptime_s": round(time.time() - self.started, 1),
             "inflight": self.proxy.inflight,
             **({"intercept": self.intercept.as_dict()} if self.intercept is not None else {}),

@@ -26,10 +26,20 @@ def create_app(client: Any, health: Callable[[], dict[str, Any]] | None = None, 
     app.state.options = options
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> JSONResponse:
-        """Store, spool and sink status; 503 when something needs attention."""
+    def healthz(verbose: bool = False) -> JSONResponse:
+        """Liveness: 200 while prompttap serves traffic (restart it only when this fails). With
+        ``verbose=1``, readiness, as ``/readyz``."""
+        return readyz() if verbose else _health("live")
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Readiness: store, spool and sinks, and drops, give-ups and refusals in the last minutes
+        (``window_s``); 503 with ``problems`` while recording needs attention."""
+        return _health("ready")
+
+    def _health(kind: str) -> JSONResponse:
         status = app.state.health()
-        return JSONResponse(status, status_code=200 if status.get("status") == "ok" else 503)
+        return JSONResponse(status, status_code=200 if status.get(kind, status.get("status") == "ok") else 503)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:

@@ -8,7 +8,7 @@ headers, whichever router or mount produced it:
   ``--ui`` is a wildcard). Any other ``Host`` gets 421 before a route runs: a page whose name
   was rebound to 127.0.0.1 (DNS rebinding) is same-origin with nothing here;
 - a strict Content-Security-Policy, nosniff, a same-origin referrer policy, no framing, no caching of captured data;
-- with a UI token (``--ui-token`` / ``PROMPTTAP_UI_TOKEN``), everything except ``/healthz``,
+- with a UI token (``--ui-token`` / ``PROMPTTAP_UI_TOKEN``), everything except ``/healthz``, ``/readyz``,
   ``/metrics``, ``/static`` and ``/login`` needs the session cookie set by ``/login`` or an
   ``Authorization: Bearer <token>`` header (compared in constant time);
 - state-changing requests (anything but GET/HEAD/OPTIONS) are refused when they come from
@@ -46,7 +46,7 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 CSRF_REFUSAL = "CSRF token missing or wrong: reload the page (scripts: send X-CSRF-Token or a Bearer token)"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-OPEN_PATHS = ("/healthz", "/metrics", "/login")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/login")
 OPEN_PREFIXES = ("/static/",)
 SESSION_MAX_AGE = 30 * 86400
 MAX_FORM_BYTES = 4 * 2**20
