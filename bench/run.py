@@ -100,8 +100,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--drain-timeout", type=float, default=600, help="max wait for pending == 0 (600 s)")
     ap.add_argument("--harness-timeout", type=float, default=3600, help="time bound of the harness phase (3600 s)")
-    ap.add_argument("--intercept-rounds", type=int, default=3, help="rounds of the intercept phase (3)")
-    ap.add_argument("--intercept-duration", type=float, default=10, help="seconds per load in the intercept phase (10)")
+    ap.add_argument("--intercept-rounds", type=int, help="rounds of the intercept phase (3; 1 with -- --quick)")
+    ap.add_argument(
+        "--intercept-duration", type=float, help="seconds per load in the intercept phase (10; 2 with --quick)"
+    )
     ap.add_argument("--intercept-concurrency", type=int, default=64, help="connections of its saturation load (64)")
     ap.add_argument(
         "--intercept-targets",
@@ -110,6 +112,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--strict", action="store_true", help="exit 1 if any row FAILs")
     a = ap.parse_args(argv)
+    quick = "--quick" in passthrough  # the harness's smoke test makes the intercept phase one too
+    a.intercept_rounds = a.intercept_rounds or (1 if quick else 3)
+    a.intercept_duration = a.intercept_duration or (2.0 if quick else 10.0)
     targets = {t.strip() for t in a.intercept_targets.split(",") if t.strip()}
     if not {"direct", "proxy"} <= targets <= set(INTERCEPT_TARGETS):
         ap.error(f"--intercept-targets: direct,proxy and optionally routed (got {a.intercept_targets})")
