@@ -62,6 +62,7 @@ class SinkWorker:
         self.last_error = ""
         self.failing_since = 0.0
         self.misconfigured = False
+        self.busy = threading.Lock()  # held while sending: a retry (or a delete) waits for the batch in flight
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"prompttap-sink-{sink.name}", daemon=True)
 
@@ -92,19 +93,31 @@ class SinkWorker:
 
     def drain_once(self) -> bool:
         """Export one batch; True if it was delivered (or set aside)."""
-        plan = self.spool.plan(self.sink.name, max_records=MAX_BATCH)
-        if plan.empty:
-            return False
-        try:
-            batch = self._export(plan)
-        except Exception as exc:
-            self._failed(exc)
-            return False
+        with self.busy:
+            plan = self.spool.plan(self.sink.name, max_records=MAX_BATCH)
+            if plan.empty:
+                return False
+            try:
+                batch = self._export(plan)
+            except Exception as exc:
+                self._failed(exc)
+                return False
         self.spool.ack(self.sink.name, batch)  # also when it held only damage: the cursor moves past it
+        self._worked()
+        return bool(batch.seqs)
+
+    def deliver(self, record: bytes) -> None:
+        """Send one record again (``prompttap rejected retry``), between this sink's own batches. Raises
+        as ``send`` does: ``Rejected`` (or a non-retry ``EncoderError``) when it is refused again."""
+        with self.busy:
+            payload, rows = self.encoder.encode(self.sink.kind, self.sink.options, [record])
+            self._send(payload, rows)
+        self._worked()
+
+    def _worked(self) -> None:
         if self.misconfigured:
             log.warning("sink %s: exports work again", self.sink.name)
         self.failing_since, self.misconfigured = 0.0, False
-        return bool(batch.seqs)
 
     def _failed(self, exc: Exception) -> None:
         self.failed += 1

@@ -57,6 +57,12 @@ def render(health: dict[str, Any]) -> str:
         "spool records skipped as corrupt",
         [({}, spool.get("corrupt_records", 0))],
     )
+    metric(
+        "rejected_records",
+        "gauge",
+        "records set aside in rejected/ (`prompttap rejected list`, `retry`)",
+        [({}, health.get("rejected", {}).get("count", 0))],
+    )
     for key, name, kind, text in (
         ("pending", "sink_queue_depth", "gauge", "captures spooled but not yet exported"),
         ("pending_bytes", "sink_queue_bytes", "gauge", "spooled bytes not yet exported"),

@@ -21,10 +21,11 @@ from typing import Any
 
 import orjson
 from prompttap.collector.drain import SinkWorker
-from prompttap.collector.encoder import Encoder
+from prompttap.collector.encoder import Encoder, EncoderError
 from prompttap.collector.headroom import Headroom
 from prompttap.collector.priority import Priority
 from prompttap.collector.recent import Recent
+from prompttap.collector.rejected import RejectedRecords
 from prompttap.collector.sinks.base import Rejected, Sink
 from prompttap.collector.spool import Batch, Spool, SpoolFull
 from prompttap.schemas.capture import Capture
@@ -49,6 +50,7 @@ class Recorder:
         if payload_dir is not None:
             payload_dir.mkdir(parents=True, exist_ok=True)
         self.workers = [SinkWorker(s, spool, encoder, rejected_dir, priority, payload_dir) for s in sinks]
+        self.rejected = RejectedRecords(rejected_dir)
         self.headroom = Headroom(spool, self.workers)
         for w in self.workers:
             w.after_drain = self.headroom.check  # after each drain: a store's ack may let backlog go
@@ -98,7 +100,8 @@ class Recorder:
         for w in self.workers:
             w.stopping.set()
         for w in self.workers:
-            w.thread.join(max(0.5, deadline - time.monotonic()))
+            if w.thread.is_alive():  # a recorder that never started (`prompttap rejected retry`) has none
+                w.thread.join(max(0.5, deadline - time.monotonic()))
             w.sink.close()
         self.encoder.close()
         left = {w.sink.name: self.spool.pending(w.sink.name)[0] for w in self.workers}
@@ -114,7 +117,38 @@ class Recorder:
             "spool": self.spool.stats(),
             "catching_up": bool(self.priority and self.priority.catching_up),
             "sinks": {w.sink.name: w.stats() for w in self.workers},
+            "rejected": self.rejected.listing(limit=20),  # no reasons here: they may quote a record
         }
+
+    def retry_rejected(self) -> dict[str, Any]:
+        """Send every record in ``rejected/`` again to the sink that refused it (once its cause is fixed).
+        A record delivered leaves the folder; one refused again stays, with the new reason; one its sink
+        cannot take now (down, or no longer configured) stays as it is."""
+        workers = {w.sink.name: w for w in self.workers}
+        report: dict[str, list[dict[str, Any]]] = {"delivered": [], "refused": [], "not_sent": []}
+        for entry, raw in self.rejected.each():
+            worker = workers.get(entry.sink)
+            item = entry.summary()
+            try:
+                if worker is None:
+                    raise LookupError(f"sink {entry.sink} is not configured")
+                worker.deliver(raw)
+            except (Rejected, EncoderError) as exc:
+                if isinstance(exc, EncoderError) and exc.retry:
+                    report["not_sent"].append({**item, "error": str(exc)})
+                    continue
+                self.rejected.keep(entry.sink, raw, str(exc))
+                report["refused"].append({**item, "reason": scrub(str(exc))[:500]})
+            except Exception as exc:
+                report["not_sent"].append({**item, "error": scrub(f"{type(exc).__name__}: {exc}")[:500]})
+            else:
+                entry.path.unlink(missing_ok=True)
+                report["delivered"].append(item)
+        log.info(
+            "rejected records retried: %d delivered, %d refused again, %d not sent",
+            *(len(report[k]) for k in ("delivered", "refused", "not_sent")),
+        )
+        return report
 
 
 __all__ = ["Batch", "Recorder", "Rejected", "Sink", "SinkWorker"]

@@ -187,6 +187,31 @@ async def replay_capture(
     return JSONResponse(result, status_code=202 if result.get("pending") else 200)
 
 
+@router.get("/rejected", tags=["health"])
+def list_rejected(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """Records a sink refused, set aside in ``<home>/rejected/``: ``count``, and the newest ``items``
+    (sink, capture ``id``, ``at``, the sink's ``reason``). A capture the store refused is not in the list
+    of captures until it is retried."""
+    return collector_call(request, "rejected")(limit)
+
+
+@router.post("/rejected/retry", tags=["health"])
+def retry_rejected(request: Request) -> dict[str, Any]:
+    """Send every set-aside record again to the sink that refused it, once the cause is fixed: what was
+    ``delivered`` leaves ``rejected/``; what is ``refused`` again stays with the new reason; what its sink
+    could not take now (down, no longer configured) is ``not_sent``. ``prompttap rejected retry`` calls
+    this while ``prompttap serve`` owns the store."""
+    return collector_call(request, "retry_rejected")()
+
+
+def collector_call(request: Request, name: str) -> Any:
+    """A function the running collector lent the inspector (``prompttap.serve``), or 503 without one."""
+    call = (request.app.state.options or {}).get(name)
+    if call is None:
+        raise HTTPException(503, "this inspector runs without prompttap's collector: nothing was set aside here")
+    return call
+
+
 @router.get("/templates", tags=["templates"])
 def list_templates(request: Request, flt: Filter, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
     """Prompt templates (captures grouped by ``prompt_template_id``), most recently seen first."""

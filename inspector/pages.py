@@ -2,7 +2,7 @@
 in ``inspector.api``; templates escape everything (captured text is untrusted).
 
 Routes: ``/`` (captures), ``/captures/{id}``, ``/templates``, ``/templates/{id}``,
-``/threads/{id}``, ``/stats``, the replay and delete form posts, and ``/login``/``/logout``
+``/threads/{id}``, ``/stats``, ``/rejected``, the replay, delete and retry form posts, and ``/login``/``/logout``
 (``inspector.security``).
 """
 
@@ -164,6 +164,24 @@ def delete_form(request: Request, capture_id: str) -> Response:
     if not queries.delete_capture(store(request), api.parse_id(capture_id)):
         raise HTTPException(404, f"no capture {capture_id}")
     return RedirectResponse(f"/?{urlencode({'deleted': capture_id})}", status_code=303)
+
+
+# --- records a sink refused ----------------------------------------------------------------------
+
+
+@router.get("/rejected", response_class=HTMLResponse)
+def rejected_page(request: Request) -> Response:
+    """What the sinks refused, set aside in ``rejected/`` (the JSON twin: ``/api/rejected``)."""
+    listing = api.collector_call(request, "rejected")(200)
+    context = {"nav": "rejected", "listing": listing, "message": request.query_params.get("message")}
+    return render(request, "rejected.html", context)
+
+
+@router.post("/rejected/retry")
+def rejected_retry_form(request: Request) -> Response:
+    report = api.collector_call(request, "retry_rejected")()
+    counts = ", ".join(f"{len(report[k])} {k.replace('_', ' ')}" for k in ("delivered", "refused", "not_sent"))
+    return RedirectResponse(f"/rejected?{urlencode({'message': f'Retried: {counts}.'})}", status_code=303)
 
 
 # --- templates and threads -----------------------------------------------------------------------

@@ -109,10 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo.add_arguments(sub.add_parser("demo", help="run prompttap on a simulated upstream with sample traffic"))
 
-    from prompttap import intercept_cli
+    from prompttap import intercept_cli, rejected_cli
 
     intercept_cli.add_serve_arguments(serve)
     intercept_cli.add_commands(sub)
+    rejected_cli.add_commands(sub)
     return parser
 
 
@@ -156,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         except StartupError as exc:
             print(f"prompttap: {exc}", file=sys.stderr)
             return 1
+    if args.command == "rejected":
+        from prompttap import rejected_cli
+
+        return rejected_cli.run(args, settings)
     if args.command == "export":
         from prompttap.inspector.export.cli import run
         from prompttap.inspector.export.sources import Where

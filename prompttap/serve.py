@@ -2,8 +2,9 @@
 
 The one place where the two parts meet: the collector runs the proxy, the spool and the
 sinks; the inspector reads the same store and is told what it needs of the running
-collector (its health, its metrics, the proxy's address for replays). Other commands find
-the inspector through the home folder (``schemas.home``): recorded here while it serves.
+collector (its health, its metrics, the records its sinks refused and how to retry them, the
+proxy's address for replays). Other commands find the inspector through the home folder
+(``schemas.home``): recorded here while it serves.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     options = inspector_options(settings, environ)  # checked before anything starts
 
     def inspector(app: App) -> Any:
-        ui = create_app(app.store, app.health, metrics=app.metrics, **options)
+        recorder = app.recorder
+        ui = create_app(
+            app.store,
+            app.health,
+            metrics=app.metrics,
+            rejected=lambda limit: recorder.rejected.listing(limit, reasons=True),
+            retry_rejected=recorder.retry_rejected,
+            **options,
+        )
         if settings.ui:  # always, when asked for; the spool lock is ours by now
             record_inspector(settings.home, local_url(*settings.ui))
         return ui
