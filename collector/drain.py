@@ -4,7 +4,8 @@ A sink that is down just falls behind (retried with backoff; nothing is dropped 
 retry count). A batch the sink refuses for its contents is sent again in halves until the records
 at fault are found and set aside in ``rejected/``; each part is acked as soon as it is delivered or
 set aside, so a retry never sends a part twice. A sink that refuses prompttap itself (401/403) is
-shown as misconfigured until it works again.
+shown as misconfigured until it works again. A sink that can delete what it received (Langfuse) is
+asked to, on this thread, for every capture deleted for privacy (``collector.tombstones``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prompttap.collector.recent import Recent
 from prompttap.collector.rejected import RejectedRecords
 from prompttap.collector.sinks.base import Misconfigured, Rejected, Sink
 from prompttap.collector.spool import Batch, ReadPlan, Spool, read_planned
+from prompttap.collector.tombstones import Tombstones
 from prompttap.schemas.credentials import scrub
 
 log = logging.getLogger("prompttap.recorder")
@@ -30,6 +32,8 @@ log = logging.getLogger("prompttap.recorder")
 BATCH_DELAY = 0.5
 """Seconds a sink waits for a batch to fill: each insert has a fixed cost in ClickHouse."""
 MAX_BATCH = 1000
+RECALL_RETRY_S = 10.0
+"""Seconds before a sink that could not delete a deleted capture's copy is asked again."""
 
 Status = Literal["ok", "failing", "misconfigured"]
 
@@ -45,8 +49,12 @@ class SinkWorker:
         rejected_dir: Path,
         priority: Priority | None = None,
         payload_dir: Path | None = None,
+        tombstones: Tombstones | None = None,
     ) -> None:
         self.sink = sink
+        self.tombstones = tombstones  # captures deleted for privacy: this sink is asked to delete its copy
+        self.recalls = bool(getattr(sink, "recalls", False)) and tombstones is not None
+        self._recall_at = 0.0  # when pending recalls may be tried again
         self.priority = priority
         self.spool = spool
         self.encoder = encoder
@@ -75,6 +83,9 @@ class SinkWorker:
     def _run(self) -> None:
         backoff = 0.1
         while not self.stopping.is_set():
+            if self.recalls and time.monotonic() >= self._recall_at:
+                with self.busy:
+                    self.recall_pending()
             if not self.spool.wait(0.5, self.sink.name):
                 continue
             # Let a small batch fill for a moment: fewer, larger inserts.
@@ -177,6 +188,27 @@ class SinkWorker:
                 continue
             self.spool.ack(self.sink.name, batch.upto(b))
 
+    def recall_pending(self) -> dict[str, str]:
+        """Ask the sink to delete its copy of every tombstoned capture it still holds (call with ``busy``
+        held: after the batch in flight, so a span it carries cannot land after its delete). Returns
+        ``{capture id: "deleted" | "pending: <why>"}``; what failed is asked again in ``RECALL_RETRY_S``."""
+        if not self.recalls or self.tombstones is None:
+            return {}
+        done: dict[str, str] = {}
+        for capture_id, trace_id in self.tombstones.pending(self.sink.name):
+            try:
+                self.sink.recall(trace_id)  # type: ignore[attr-defined]
+            except Exception as exc:
+                why = scrub(f"{type(exc).__name__}: {exc}")[:500]
+                log.warning("sink %s: could not delete deleted capture %s yet, will retry: %s", self.sink.name,
+                            capture_id, why)  # fmt: skip
+                self._recall_at = time.monotonic() + RECALL_RETRY_S
+                return {**done, capture_id: f"pending: {why}"}
+            self.tombstones.recalled(capture_id, self.sink.name)
+            log.info("sink %s: deleted capture %s (trace %s)", self.sink.name, capture_id, trace_id)
+            done[capture_id] = "deleted"
+        return done
+
     def gave_up(self, n: int) -> None:
         """Count ``n`` records this sink gave up to keep room for the store (``collector.headroom``)."""
         self.given_up += n
@@ -208,6 +240,7 @@ class SinkWorker:
             "rejected_recent": self.rejected_recent.count(),
             "given_up": self.given_up,
             "given_up_recent": self.given_up_recent.count(),
+            "recalls_pending": len(self.tombstones.pending(self.sink.name)) if self.recalls and self.tombstones else 0,
             "last_error": self.last_error,
             "healthy": not self.failing_since,
             "misconfigured": self.misconfigured,

@@ -53,6 +53,7 @@ class Encoder:
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._warm_rows: list[dict[str, Any]] = []
+        self._forgotten: frozenset[str] = frozenset()
         self.restarts = 0
 
     def start(self, warm_rows: list[dict[str, Any]] | None = None) -> None:
@@ -81,6 +82,16 @@ class Encoder:
         self._conn = Connection(parent.detach())
         if self._warm_rows:
             self._call(("warm", self._warm_rows))
+        if self._forgotten:
+            self._call(("forget", self._forgotten))
+
+    def forget(self, capture_ids: frozenset[str]) -> None:
+        """From now on, skip the records of these captures (deleted for privacy: ``collector.tombstones``):
+        no payload made after this returns holds them, and the enrichment cache lets them go."""
+        with self._lock:
+            self._forgotten = capture_ids
+            if self._conn is not None:
+                self._call(("forget", capture_ids))
 
     def _call(self, message: tuple[Any, ...]) -> Any:
         assert self._conn is not None
@@ -138,6 +149,7 @@ def serve(conn: Connection, max_body_bytes: int | None = None) -> None:
     from prompttap.collector.spool import read_planned
 
     enricher = Enricher() if max_body_bytes is None else Enricher(max_body_bytes)
+    forgotten: frozenset[str] = frozenset()  # ids of captures deleted for privacy: never encoded again
     while True:
         try:
             message = conn.recv()
@@ -151,6 +163,11 @@ def serve(conn: Connection, max_body_bytes: int | None = None) -> None:
                 enricher.warm(message[1])
                 conn.send(("ok", None))
                 continue
+            if message[0] == "forget":
+                forgotten = message[1]
+                enricher.forget(forgotten)
+                conn.send(("ok", None))
+                continue
             t0 = time.perf_counter()
             if message[0] == "encode_planned":
                 _, kind, options, plan, to_file = message
@@ -160,7 +177,8 @@ def serve(conn: Connection, max_body_bytes: int | None = None) -> None:
             else:
                 _, kind, options, records = message
                 batch = to_file = None
-            rows = [enricher(orjson.loads(raw)) for raw in records]
+            parsed = (orjson.loads(raw) for raw in records)
+            rows = [enricher(rec) for rec in parsed if rec.get("id") not in forgotten]
             payload = ENCODERS[kind](rows, **options)
             log.debug("encoded %d %s rows in %.1f ms", len(rows), kind, (time.perf_counter() - t0) * 1000)
             if to_file is not None:

@@ -189,6 +189,12 @@ class Enricher:
         """Teach thread inference the recent past (rows from the store, oldest first)."""
         self.threads.warm(rows)
 
+    def forget(self, capture_ids: frozenset[str]) -> None:
+        """Let deleted captures' rows go (a privacy delete: they are never asked for again)."""
+        with self._lock:
+            for key in [k for k in self._cache if k.partition(":")[0] in capture_ids]:
+                self._cache_bytes -= self._cache.pop(key)[1]
+
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
         # A capture re-spooled with more bytes (data after its terminal event) is a new key.
         key = f"{record.get('id')}:{record.get('response_size')}"

@@ -28,6 +28,7 @@ from prompttap.collector.recent import Recent
 from prompttap.collector.rejected import RejectedRecords
 from prompttap.collector.sinks.base import Rejected, Sink
 from prompttap.collector.spool import Batch, Spool, SpoolFull
+from prompttap.collector.tombstones import Tombstones
 from prompttap.schemas.capture import Capture
 from prompttap.schemas.credentials import scrub
 
@@ -49,11 +50,15 @@ class Recorder:
         self.priority = priority
         if payload_dir is not None:
             payload_dir.mkdir(parents=True, exist_ok=True)
-        self.workers = [SinkWorker(s, spool, encoder, rejected_dir, priority, payload_dir) for s in sinks]
+        self.tombstones = Tombstones(spool.directory / "tombstones.jsonl")
+        encoder.forget(self.tombstones.ids)  # before the first batch: what was deleted stays deleted
+        self.workers = [
+            SinkWorker(s, spool, encoder, rejected_dir, priority, payload_dir, self.tombstones) for s in sinks
+        ]
         self.rejected = RejectedRecords(rejected_dir)
         self.headroom = Headroom(spool, self.workers)
         for w in self.workers:
-            w.after_drain = self.headroom.check  # after each drain: a store's ack may let backlog go
+            w.after_drain = self._after_drain
         self.recorded = 0
         self.dropped: dict[str, int] = {}
         self.dropped_recent: dict[str, Recent] = {}  # the same, lately: /readyz's view
@@ -72,6 +77,40 @@ class Recorder:
             self._drop("disk_full", exc)
         except Exception as exc:
             self._drop("spool_error", exc)
+
+    def _after_drain(self) -> None:
+        self.headroom.check()  # a store's ack may let backlog go
+        if self.tombstones.prune(self.spool.seqs()):
+            self.encoder.forget(self.tombstones.ids)
+
+    def forget(self, capture_id: str, trace_id: str | None = None) -> dict[str, Any]:
+        """A privacy delete, for everything but the store's rows (the inspector deletes those right after):
+        tombstone the capture so that no sink sends it again (``collector.tombstones``), wait for the batches
+        in flight, remove it from ``rejected/``, and ask each sink that can (Langfuse) to delete its copy.
+        ``trace_id``: the capture's, from the store; None if the store does not have it. Returns what was
+        done: ``found`` (false: neither the store nor ``rejected/`` knew the capture; nothing was done),
+        ``rejected`` (copies removed), ``recalled`` ({sink: "deleted" or "pending: ..."}), ``not_recallable``
+        (sinks that keep whatever they were sent of it: a generic OTLP endpoint has no delete)."""
+        set_aside = self.rejected.records(capture_id)
+        if trace_id is None:
+            trace_id = next((str(r["trace_id"]) for r in set_aside if r.get("trace_id")), None)
+        if trace_id is None and not set_aside:
+            return {"found": False}
+        recalling = [w for w in self.workers if w.recalls]
+        self.tombstones.add(capture_id, trace_id or "", [w.sink.name for w in recalling])
+        self.encoder.forget(self.tombstones.ids)  # no payload made from now on holds it ...
+        recalled: dict[str, str] = {}
+        for w in self.workers:
+            with w.busy:  # ... and none made before is still on its way: it landed, or it never will
+                if w.recalls:
+                    outcome = w.recall_pending().get(capture_id)
+                    still = any(i == capture_id for i, _ in self.tombstones.pending(w.sink.name))
+                    recalled[w.sink.name] = outcome or ("pending: asked again later" if still else "deleted")
+        removed = self.rejected.remove(capture_id)
+        not_recallable = [w.sink.name for w in self.workers if w.sink.kind == "otlp" and not w.recalls]
+        log.info("deleted capture %s: tombstoned, %d set-aside copies removed, recalled %s", capture_id,
+                 len(removed), recalled or "from no sink")  # fmt: skip
+        return {"found": True, "rejected": len(removed), "recalled": recalled, "not_recallable": not_recallable}
 
     def _append(self, record: bytes) -> None:
         """Append; while the spool is full, lagging secondary sinks give way (each round frees at least

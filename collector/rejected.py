@@ -91,16 +91,23 @@ class RejectedRecords:
             items.append(item)
         return {"count": len(entries), "items": items}
 
-    def remove(self, capture_id: str) -> list[dict[str, Any]]:
-        """Delete every sink's copy of one capture (a privacy delete); returns the records removed."""
+    def records(self, capture_id: str) -> list[dict[str, Any]]:
+        """Every sink's set-aside copy of one capture, as spooled."""
+        found = []
+        for e in self.entries():
+            if e.capture_id == capture_id:
+                with contextlib.suppress(OSError, orjson.JSONDecodeError, KeyError):
+                    found.append(orjson.loads(e.read()["record"]))
+        return found
+
+    def remove(self, capture_id: str) -> list[Path]:
+        """Delete every sink's copy of one capture (a privacy delete); returns the files removed."""
         removed = []
         for e in self.entries():
-            if e.capture_id != capture_id:
-                continue
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                removed.append(orjson.loads(e.read()["record"]))
-            e.path.unlink(missing_ok=True)
-            log.info("removed capture %s set aside for sink %s", capture_id, e.sink)
+            if e.capture_id == capture_id:
+                e.path.unlink(missing_ok=True)
+                removed.append(e.path)
+                log.info("removed capture %s set aside for sink %s", capture_id, e.sink)
         return removed
 
     def each(self) -> Iterator[tuple[Entry, bytes]]:

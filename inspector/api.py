@@ -152,11 +152,23 @@ def list_replays(request: Request, capture_id: str) -> dict[str, Any]:
 
 @router.delete("/captures/{capture_id}")
 def delete_capture(request: Request, capture_id: str) -> dict[str, Any]:
-    """Delete a capture (privacy request): lightweight DELETE in ``captures`` and its span in
-    ``otel_traces``."""
-    if not queries.delete_capture(store(request), parse_id(capture_id)):
+    """Delete a capture (privacy request) wherever prompttap put it: first the running collector
+    tombstones it, so that no sink sends it again from the spool and no re-delivery inserts it again,
+    removes it from ``rejected/`` and asks Langfuse to delete its trace (``recalled``); then its row in
+    ``captures`` and its span in ``otel_traces`` go (lightweight DELETE). ``not_recallable`` names the
+    sinks that keep whatever they were sent (a generic OTLP endpoint has no delete)."""
+    return forget_capture(request, parse_id(capture_id))
+
+
+def forget_capture(request: Request, capture_id: uuid.UUID) -> dict[str, Any]:
+    """The delete behind both the API and the page's button; 404 when nothing knew the capture."""
+    row = queries.get_capture(store(request), capture_id)
+    on_delete = (request.app.state.options or {}).get("on_delete")  # the collector's, from prompttap.serve
+    elsewhere = on_delete(str(capture_id), row["trace_id"] if row else None) if on_delete else {}
+    in_store = queries.delete_capture(store(request), capture_id)
+    if not in_store and not elsewhere.get("found"):
         raise HTTPException(404, f"no capture {capture_id}")
-    return {"deleted": capture_id}
+    return {"deleted": str(capture_id), **{k: v for k, v in elsewhere.items() if k != "found"}}
 
 
 @router.post("/captures/{capture_id}/delete")

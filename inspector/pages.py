@@ -161,8 +161,7 @@ async def replay_form(
 
 @router.post("/captures/{capture_id}/delete")
 def delete_form(request: Request, capture_id: str) -> Response:
-    if not queries.delete_capture(store(request), api.parse_id(capture_id)):
-        raise HTTPException(404, f"no capture {capture_id}")
+    api.forget_capture(request, api.parse_id(capture_id))
     return RedirectResponse(f"/?{urlencode({'deleted': capture_id})}", status_code=303)
 
 

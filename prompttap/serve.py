@@ -2,9 +2,9 @@
 
 The one place where the two parts meet: the collector runs the proxy, the spool and the
 sinks; the inspector reads the same store and is told what it needs of the running
-collector (its health, its metrics, the records its sinks refused and how to retry them, the
-proxy's address for replays). Other commands find the inspector through the home folder
-(``schemas.home``): recorded here while it serves.
+collector (its health, its metrics, the records its sinks refused and how to retry them, what
+else to do when a capture is deleted, the proxy's address for replays). Other commands find
+the inspector through the home folder (``schemas.home``): recorded here while it serves.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
             metrics=app.metrics,
             rejected=lambda limit: recorder.rejected.listing(limit, reasons=True),
             retry_rejected=recorder.retry_rejected,
+            on_delete=recorder.forget,  # a privacy delete reaches the spool, rejected/ and Langfuse too
             **options,
         )
         if settings.ui:  # always, when asked for; the spool lock is ours by now

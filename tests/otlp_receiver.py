@@ -20,6 +20,9 @@ Faults (set with ``rx.fault(...)``, cleared with ``rx.clear()``): answer a fixed
 ``partial_success.rejected_spans``); ``at`` ({n: status}: answer the n-th request, counted from
 this ``fault()`` call, with that status instead, e.g. a transient 503 in the middle of a split).
 ``rx.down()`` stops listening (connection refused) and ``rx.up()`` serves again on the same port.
+
+Langfuse's ``DELETE /api/public/traces/{traceId}`` (same Basic auth) is answered like Langfuse does
+(200, the deletion queued) and recorded in ``rx.deleted_traces``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from tests.servers import start_in_thread, stop_thread
 
 LANGFUSE_PATH = "/api/public/otel/v1/traces"
+TRACES_PATH = "/api/public/traces/"  # Langfuse's public API: DELETE .../{traceId}
 OTLP_PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
 
@@ -182,6 +186,7 @@ class OtlpReceiver:
         self.spans: list[dict[str, Any]] = []
         self.deliveries: Counter[str] = Counter()
         self.exports: list[Export] = []
+        self.deleted_traces: list[str] = []  # DELETE /api/public/traces/{id}, in arrival order
         self._faults = _Faults()
         self._requests = 0  # since the last fault(): what ``at`` counts
         self._lock = threading.Lock()
@@ -219,6 +224,12 @@ class OtlpReceiver:
     # -- request handling
 
     async def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> _Reply:
+        if method == "DELETE" and path.startswith(TRACES_PATH):
+            if not self._authorized(True, headers):
+                return _Reply(401, b'{"message":"Invalid credentials"}')
+            with self._lock:
+                self.deleted_traces.append(path[len(TRACES_PATH) :])
+            return _Reply(200, b'{"message":"Trace deleted successfully"}')
         if method != "POST" or path not in (OTLP_PATH, LANGFUSE_PATH):
             return _Reply(404, b'{"message":"not found"}')
         langfuse = path == LANGFUSE_PATH
@@ -310,6 +321,7 @@ class OtlpReceiver:
             self.spans.clear()
             self.deliveries.clear()
             self.exports.clear()
+            self.deleted_traces.clear()
             self._faults = _Faults()
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:

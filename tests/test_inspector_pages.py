@@ -637,7 +637,7 @@ def test_delete_removes_the_capture_and_its_span(fake: FakeUpstream, make_pt):
         assert ui.delete(f"/api/captures/{other['id']}", headers={"origin": pt.ui_url}).status_code == 403
         csrf = {"x-csrf-token": token}
         assert ui.delete(f"/api/captures/{victim['id']}", headers=csrf).status_code == 404
-        assert ui.delete(f"/api/captures/{other['id']}", headers=csrf).json() == {"deleted": other["id"]}
+        assert ui.delete(f"/api/captures/{other['id']}", headers=csrf).json()["deleted"] == other["id"]
         assert api(pt, "/captures", q="deleteme")["items"] == []
         assert [i["id"] for i in api(pt, "/captures")["items"]] == [keep["id"]]
     pt.stop()

@@ -12,6 +12,10 @@ The ``primary`` sink is the system of record (the store's ``captures`` table): i
 never given up. A secondary sink that lags while the spool runs short of room gives up its
 oldest backlog instead (``collector.headroom``), so it never costs the store a capture.
 
+A sink that can delete what it was sent (Langfuse) says so with ``recalls = True`` and deletes a
+trace with ``recall(trace_id)`` (raising like ``send``): a privacy delete asks it to
+(``collector.tombstones``). Others have no ``recall``; the store's rows are deleted by the inspector.
+
 A sink that runs the embedded engine in this process (``in_engine``) gets its payloads as
 a file the encoder wrote (``send_file``): the engine reads it without the GIL, so megabytes
 of payload a batch never pass through Python in the proxy's process.

@@ -19,6 +19,7 @@ import base64
 import gzip
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -45,6 +46,7 @@ _KINDS = {
 }
 _STATUS = {"UNSET": Status.STATUS_CODE_UNSET, "OK": Status.STATUS_CODE_OK, "ERROR": Status.STATUS_CODE_ERROR}
 _PROTOBUF = "application/x-protobuf"
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class OtlpError(Exception):
@@ -72,8 +74,11 @@ class OtlpSink:
         timeout: float = 10.0,
         service_name: str = "prompttap",
         secrets: Sequence[str] = (),
+        recall_url: str | None = None,
     ) -> None:
         self.name = name
+        # Where a trace is deleted ("{trace_id}" filled in): Langfuse's public API; OTLP itself has no delete.
+        self.recall_url = recall_url
         self.endpoint = endpoint
         self.timeout = timeout
         self.options: dict[str, Any] = {"service_name": service_name}
@@ -84,8 +89,9 @@ class OtlpSink:
         # ``secrets`` (a key that only reaches the receiver inside another value, as Langfuse's in Basic auth).
         self._secrets = (*secrets, *_header_secrets(headers))
         self._where = scrub(strip_userinfo(endpoint))
+        self._auth = dict(headers)
         self._headers = {
-            **dict(headers),
+            **self._auth,
             "Content-Type": _PROTOBUF,
             "Content-Encoding": "gzip",
             "User-Agent": f"prompttap/{SCOPE_VERSION}",
@@ -135,6 +141,32 @@ class OtlpSink:
         retry_after = response.headers.get("retry-after")
         hint = f", retry-after {retry_after}" if retry_after else ""
         raise OtlpError(self._clean(f"{self._where} answered HTTP {code}{hint}: {detail}"))
+
+    @property
+    def recalls(self) -> bool:
+        """Can this receiver delete what it was sent (``recall``)?"""
+        return self.recall_url is not None
+
+    def recall(self, trace_id: str) -> None:
+        """Delete a trace from the receiver (a privacy delete): Langfuse's ``DELETE
+        /api/public/traces/{traceId}``, with the same credentials as the exports. A trace it does not have
+        (404) is done too. Raises ``OtlpAuthError`` on 401/403 and ``OtlpError`` otherwise, for a retry."""
+        if self.recall_url is None:
+            raise OtlpError(f"{self._where} cannot delete what it received: OTLP has no delete")
+        if not _TRACE_ID.fullmatch(trace_id):
+            return  # no span was ever sent under it (span ids are hex): nothing to delete
+        url = self.recall_url.replace("{trace_id}", trace_id)
+        try:
+            response = self._client.delete(url, headers=self._auth)
+        except httpx.HTTPError as exc:
+            raise OtlpError(self._clean(f"{url} unreachable: {type(exc).__name__}: {exc}")) from exc
+        code = response.status_code
+        if 200 <= code < 300 or code == 404:
+            return
+        detail = _error_detail(response)
+        if code in (401, 403):
+            raise OtlpAuthError(self._clean(f"deleting trace {trace_id}: {url} refused (HTTP {code}): {detail}"))
+        raise OtlpError(self._clean(f"deleting trace {trace_id}: {url} answered HTTP {code}: {detail}"))
 
     def _clean(self, text: str) -> str:
         """Error text as it may be shown and logged: scrubbed of every credential, then cut."""
@@ -290,7 +322,15 @@ def langfuse_sink_from_env(environ: Mapping[str, str]) -> OtlpSink | None:
         "x-langfuse-ingestion-version": "4",
     }
     timeout = _seconds(environ.get("LANGFUSE_TIMEOUT"), 10.0, "LANGFUSE_TIMEOUT")
-    return OtlpSink("langfuse", f"{base_url}/{path}", headers, timeout, _service_name(environ), secrets=[secret_key])
+    return OtlpSink(
+        "langfuse",
+        f"{base_url}/{path}",
+        headers,
+        timeout,
+        _service_name(environ),
+        secrets=[secret_key],
+        recall_url=f"{base_url}/api/public/traces/{{trace_id}}",
+    )
 
 
 def otlp_sink_from_env(environ: Mapping[str, str]) -> OtlpSink | None:

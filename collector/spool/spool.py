@@ -353,6 +353,17 @@ class Spool:
         )
         return max(0, self._next_seq - c.seq), nbytes
 
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
+    def seqs(self) -> tuple[int, int]:
+        """(seq of the oldest record still on disk, seq of the next record appended): every record spooled
+        before ``next`` is gone, for every consumer and any reopening, once ``oldest`` reaches it."""
+        with self._lock:
+            held = [s.base for s in self._segs.values() if s.size > HDR]
+            return min(held, default=self._next_seq), self._next_seq
+
     def pending(self, consumer: str) -> tuple[int, int]:
         """(records, framed bytes) not yet acked by consumer."""
         with self._lock:
