@@ -91,7 +91,12 @@ class Encoder:
         with self._lock:
             self._forgotten = capture_ids
             if self._conn is not None:
-                self._call(("forget", capture_ids))
+                try:
+                    self._call(("forget", capture_ids))
+                except EncoderError as exc:
+                    if not exc.retry:
+                        raise
+                    log.warning("encoder restarted while told of deleted captures (the new one knows): %s", exc)
 
     def _call(self, message: tuple[Any, ...]) -> Any:
         assert self._conn is not None

@@ -80,7 +80,7 @@ class Recorder:
 
     def _after_drain(self) -> None:
         self.headroom.check()  # a store's ack may let backlog go
-        if self.tombstones.prune(self.spool.seqs()):
+        if self.tombstones.ids and self.tombstones.prune(self.spool.seqs()):
             self.encoder.forget(self.tombstones.ids)
 
     def forget(self, capture_id: str, trace_id: str | None = None) -> dict[str, Any]:

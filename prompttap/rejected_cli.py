@@ -99,7 +99,7 @@ def _retry_here(settings: Settings) -> dict[str, Any]:
     and the encoder as ``serve`` would, without listening or draining, and retry."""
     from prompttap.collector.server import App, StartupError
 
-    if not (settings.home / "rejected").is_dir():
+    if not RejectedRecords(settings.home / "rejected").entries():  # nothing to open the store for
         return {key: [] for key, _ in REPORT_KEYS}
     try:
         app = App(settings)
