@@ -6,14 +6,16 @@ durable spool: ``record`` is one append (no waiting on any sink, never raises), 
 thread per sink (``collector.drain``) reads batches after that sink's cursor, has the
 encoder process turn them into the sink's payload, sends it, and acknowledges only after
 the sink succeeded. A sink that is down just falls behind; a record a sink refuses is set
-aside in ``rejected/`` (``collector.rejected``); when the spool runs short of room, lagging
-secondary sinks give up their oldest backlog so the store never loses a capture to them
-(``collector.headroom``).
+aside in ``rejected/`` (``collector.rejected``) until ``retry_rejected`` sends it again; when the
+spool runs short of room, lagging secondary sinks give up their oldest backlog so the store never
+loses a capture to them (``collector.headroom``). ``forget`` is a privacy delete's part outside the
+store: no sink sends the capture again (``collector.tombstones``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +58,7 @@ class Recorder:
             SinkWorker(s, spool, encoder, rejected_dir, priority, payload_dir, self.tombstones) for s in sinks
         ]
         self.rejected = RejectedRecords(rejected_dir)
+        self._retrying = threading.Lock()
         self.headroom = Headroom(spool, self.workers)
         for w in self.workers:
             w.after_drain = self._after_drain
@@ -163,6 +166,10 @@ class Recorder:
         """Send every record in ``rejected/`` again to the sink that refused it (once its cause is fixed).
         A record delivered leaves the folder; one refused again stays, with the new reason; one its sink
         cannot take now (down, or no longer configured) stays as it is."""
+        with self._retrying:  # two retries at once (the page and the CLI) would send a record twice
+            return self._retry_rejected()
+
+    def _retry_rejected(self) -> dict[str, Any]:
         workers = {w.sink.name: w for w in self.workers}
         report: dict[str, list[dict[str, Any]]] = {"delivered": [], "refused": [], "not_sent": []}
         for entry, raw in self.rejected.each():
