@@ -214,6 +214,7 @@ class Proxy:
             tee.event_end = LINE_END  # NDJSON / JSON lines
         timeout = self.settings.upstream_read_timeout
         ended = False
+        watching = streaming  # for the first terminal event only: an upstream repeating one costs no spool each
         try:
             await send({"type": "http.response.start", "status": conn.status, "headers": out_headers})
             while True:
@@ -226,8 +227,11 @@ class Proxy:
                     if not gone.keep_draining():
                         break
                     continue
-                if (expected is not None and tee.size == expected) or (streaming and tee.ends_stream(data)):
+                if watching and tee.ends_stream(data):
+                    watching = False
                     self._spool(ex)  # before the client can see the answer complete
+                elif expected is not None and tee.size == expected:
+                    self._spool(ex)
                 await send({"type": "http.response.body", "body": data, "more_body": True})
         except asyncio.CancelledError:
             ex.fail("client_cancelled", "prompttap shut down mid-response")

@@ -59,7 +59,9 @@ def template_of(system_prompt: str) -> Template:
         pos = span.end
     masked_parts.append(mask_scalars(text[pos:], variables))
     masked = "".join(masked_parts)
-    digest = hashlib.sha256(f"v{RULES_VERSION}\n{_skeleton(masked)}".encode()).hexdigest()
+    digest = hashlib.sha256(
+        f"v{RULES_VERSION}\n{_skeleton(masked)}".encode("utf-8", "surrogatepass")
+    ).hexdigest()  # lone surrogates too
     return Template("tpl_" + digest[:16], masked, variables)
 
 
