@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run demo test lint format bench install install-dev clean chromium
+.PHONY: run demo test lint format bench install install-dev clean test-tools
 
 # `make run` needs the runtime only; the tests, the browser driver and the benchmark need the dev extras.
 $(BIN)/.runtime: pyproject.toml
@@ -29,16 +29,20 @@ run: install
 demo: install
 	$(BIN)/prompttap demo $(ARGS)
 
-## Lint, then the whole test suite (browser tests use Debian's chromium, installed here if missing)
-test: install-dev lint chromium
+## Lint, then the whole test suite (Debian's chromium, nodejs, curl and openssl are installed here if missing)
+test: install-dev lint test-tools
 	$(BIN)/pytest -q
 
-# Headless Chromium from Debian's package, never a tool's own browser download.
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-		echo "installing Debian's chromium for the browser tests"; \
+# The tests' real clients from Debian's packages (never a tool's own browser download): headless
+# Chromium, Node.js, curl, and openssl (which proves the CA's name constraints).
+TEST_TOOLS := chromium:chromium node:nodejs curl:curl openssl:openssl
+test-tools:
+	@missing=$$(for t in $(TEST_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || echo $${t#*:}; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian's $$missing for the tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 lint: install-dev
 	$(BIN)/ruff check .
