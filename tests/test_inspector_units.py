@@ -10,11 +10,12 @@ import re
 import uuid
 
 import pytest
+
 from prompttap.collector import config
 from prompttap.collector.server import StartupError
 from prompttap.inspector import queries, replay, security, views
+from prompttap.inspector.queries import filters
 from prompttap.schemas.store import MIGRATIONS_DIR, migrate, open_store
-
 from prompttap.serve import inspector_options
 from tests.test_inspector_security import Audit
 
@@ -87,7 +88,7 @@ def test_a_query_without_words_is_no_search(big_store):
 
 def test_the_search_expression_is_the_migrations(big_store):
     sql = (MIGRATIONS_DIR / "0003_search_index.sql").read_text()
-    assert queries.SEARCH_EXPR in sql
+    assert filters.SEARCH_EXPR in sql
     show = big_store.command("SHOW CREATE TABLE captures")
     assert "idx_search" in show and "splitByNonAlpha" in show
 
