@@ -149,6 +149,7 @@ class Encoder:
 def serve(conn: Connection, max_body_bytes: int | None = None) -> None:
     """The child process: answer encode requests until told to stop."""
     import orjson
+
     from prompttap.collector.enrich import Enricher
     from prompttap.collector.sinks.encoders import ENCODERS
     from prompttap.collector.spool import read_planned

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+
 from prompttap.collector import routing
 from prompttap.collector.config import Settings, Upstream
 from prompttap.collector.disconnect import ClientGone

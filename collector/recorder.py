@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from prompttap.collector.drain import SinkWorker
 from prompttap.collector.encoder import Encoder, EncoderError
 from prompttap.collector.headroom import Headroom

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from prompttap.schemas.credentials import scrub
 
 log = logging.getLogger("prompttap.recorder")

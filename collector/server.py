@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+
 from prompttap.collector.config import Settings
 from prompttap.collector.encoder import Encoder
 from prompttap.collector.intercept.ca import CAError, LocalCA

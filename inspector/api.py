@@ -13,9 +13,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
 from prompttap.inspector import queries, replay, views
 from prompttap.inspector.web import store
-from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api", tags=["captures"])
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+
 from prompttap.inspector import api, pages
 from prompttap.inspector.diff import routes as diff_routes
 from prompttap.inspector.export import routes as export_routes

@@ -15,9 +15,10 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
 from prompttap.inspector import api, charts, queries, replay, security, views
 from prompttap.inspector.web import render, store, templates
-from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(include_in_schema=False)
 router.include_router(security.router)

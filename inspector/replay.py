@@ -28,10 +28,11 @@ from urllib.parse import parse_qsl, unquote, urlencode
 import httpx
 import orjson
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
 from prompttap.inspector import queries
 from prompttap.inspector.web import store
 from prompttap.schemas.credentials import SECRET_QUERY_KEYS
-from starlette.concurrency import run_in_threadpool
 
 # Captured request headers worth sending again (API versions and betas); the rest are the
 # client's own (user agent, SDK telemetry) or the proxy's to set.

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Request
+
 from prompttap.inspector import queries
 from prompttap.schemas.templates import template_of
 

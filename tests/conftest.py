@@ -5,8 +5,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prompttap.schemas.store import migrate, open_store
 
+from prompttap.schemas.store import migrate, open_store
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from prompttap.collector.sinks.base import Sink
-
 from tests.harness import Prompttap
 
 
@@ -71,9 +70,8 @@ class FaultyPrompttap(Prompttap):
 
 def main() -> int:
     """The real CLI, with every sink the server builds wrapped."""
-    from prompttap.collector.server import App
-
     from prompttap.cli import main as cli
+    from prompttap.collector.server import App
 
     build = App._sinks
     App._sinks = lambda app: [with_faults(s, os.environ) for s in build(app)]  # type: ignore[method-assign]

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from prompttap.collector import config
 
 from prompttap.cli import build_parser
+from prompttap.collector import config
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -449,7 +449,6 @@ def test_replay_works_in_the_stack(stack: dict[str, Any], env_example: dict[str,
     """Every route (and the default upstream) has an upstream key for the inspector's Replay, read
     from the service's own environment by the real start-up code, and the docs say so."""
     from prompttap.inspector import replay
-
     from prompttap.serve import inspector_options
 
     _, env, settings = _prompttap(stack)

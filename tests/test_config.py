@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from prompttap.collector.config import ConfigError, Upstream, load
 from prompttap.schemas.credentials import mask, redact_headers, redact_query
 

@@ -37,8 +37,8 @@ import uvicorn
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prompttap.collector.enrich import Enricher, decode_body
 
+from prompttap.collector.enrich import Enricher, decode_body
 from tests.harness import Prompttap
 from tests.servers import start_in_thread, stop_thread
 

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
+
 from prompttap.collector.enrich import Enricher
 from prompttap.collector.sinks.clickhouse import ClickHouseSink
 from prompttap.inspector.app import create_app
@@ -29,7 +30,6 @@ from prompttap.inspector.diff.tools import json_diff
 from prompttap.inspector.queries import get_capture
 from prompttap.schemas.capture import Capture, new_capture_id
 from prompttap.schemas.store import migrate, open_store
-
 from tests.harness import Prompttap
 
 # --- building captures the way the proxy records them -------------------------------------------

@@ -37,8 +37,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from prompttap.inspector.export import Redactor, protect_json, unprotect_json
 
+from prompttap.inspector.export import Redactor, protect_json, unprotect_json
 from tests.fake_upstream import FakeUpstream
 from tests.harness import ROOT, Prompttap, free_port
 
@@ -896,9 +896,10 @@ def test_export_button_in_a_real_browser(world: World, tmp_path: Path):
 
 
 def test_export_form_keeps_the_capture_list_filters():
+    from starlette.requests import Request as StarletteRequest
+
     from prompttap.inspector.export import export_filters
     from prompttap.inspector.web import templates
-    from starlette.requests import Request as StarletteRequest
 
     request = StarletteRequest(
         {"type": "http", "query_string": b"route=app&model=gpt-4o&limit=50&before=x&q=words&since=24h", "headers": []}

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import httpx
+
 from prompttap.collector.priority import BACKGROUND_CPUS, LOOP_CPUS
 
 SCHED_OTHER, SCHED_IDLE = 0, 5

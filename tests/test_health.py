@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from prompttap.collector.recent import Recent
 
+from prompttap.collector.recent import Recent
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap
 from tests.otlp_receiver import OtlpReceiver

@@ -24,9 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from prompttap.collector.intercept.ca import CA_KEY, LocalCA
 from prompttap.collector.intercept.hosts import BUILTIN_HOSTS
-
 from tests.harness import ROOT
 
 HOSTS = ["api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com"]

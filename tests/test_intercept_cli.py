@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import trustme
+
 from prompttap.collector import config
 from prompttap.collector.intercept.ca import LocalCA
 from prompttap.collector.intercept.clients import authorized
 from prompttap.collector.intercept.hosts import BUILTIN_HOSTS
 from prompttap.collector.intercept.targets import upstream_for
-
 from tests.harness import ROOT, free_port
 from tests.test_intercept_ca import tls_server
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prompttap.collector.sinks.otlp import langfuse_sink_from_env
 
+from prompttap.collector.sinks.otlp import langfuse_sink_from_env
 from tests.otlp_receiver import LANGFUSE_PATH, OtlpReceiver
 from tests.test_spans import ANTHROPIC, anthropic_body, capture_row
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from prompttap.collector.encoder import Encoder
 from prompttap.collector.recorder import Rejected, SinkWorker
 from prompttap.collector.sinks.encoders import ENCODERS
@@ -28,7 +29,6 @@ from prompttap.collector.sinks.otlp import (
 from prompttap.collector.spool import Spool
 from prompttap.schemas.capture import Capture
 from prompttap.schemas.spans import span_of
-
 from tests.otlp_receiver import LANGFUSE_PATH, OtlpReceiver
 from tests.test_spans import ANTHROPIC, anthropic_body, capture, capture_row, chat_body
 

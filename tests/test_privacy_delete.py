@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prompttap.collector.tombstones import KEEP_S, PRUNE_EVERY_S, Tombstones
 
+from prompttap.collector.tombstones import KEEP_S, PRUNE_EVERY_S, Tombstones
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap, query_store
 from tests.otlp_receiver import OtlpReceiver

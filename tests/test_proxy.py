@@ -18,8 +18,8 @@ import httptools
 import httpx
 import openai
 import pytest
-from prompttap.collector.exchange import TERMINAL_EVENT, is_terminal
 
+from prompttap.collector.exchange import TERMINAL_EVENT, is_terminal
 from tests.fake_upstream import FakeUpstream
 from tests.harness import Prompttap, free_port
 

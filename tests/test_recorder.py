@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from prompttap.collector.encoder import Encoder
 from prompttap.collector.recorder import Recorder, SinkWorker
 from prompttap.collector.sinks.clickhouse import ClickHouseSink
@@ -21,7 +22,6 @@ from prompttap.collector.sinks.otel_clickhouse import OtelTracesSink
 from prompttap.collector.sinks.otlp import OtlpSink
 from prompttap.collector.spool import Spool
 from prompttap.schemas.capture import Capture
-
 from tests.test_spans import capture, chat_body
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import orjson
+
 from prompttap.collector.spool import Spool
 from prompttap.schemas.capture import Capture, new_capture_id
-
 from tests.fake_upstream import FakeUpstream
 from tests.harness import ROOT, Prompttap
 from tests.otlp_receiver import OtlpReceiver

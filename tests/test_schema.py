@@ -8,6 +8,7 @@ import threading
 import uuid
 
 import pytest
+
 from prompttap.schemas.capture import COLUMNS, Capture, new_capture_id, record_body_bytes
 from prompttap.schemas.store import file_literal, migrate, migrations, open_store
 

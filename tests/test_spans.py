@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from prompttap.collector.enrich import Enricher
 from prompttap.schemas.capture import JSON_COLUMNS, Capture, new_capture_id
 from prompttap.schemas.spans import (
@@ -20,7 +21,6 @@ from prompttap.schemas.spans import (
     otel_row,
     span_of,
 )
-
 from tests.fake_upstream import render
 
 SECRET = "sk-live-PROMPTTAP-SECRET-0123456789"

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
 from prompttap.collector import spool as spool_mod
 from prompttap.collector.spool import HDR, Spool, SpoolFull, disk
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+
 from prompttap.collector.demo.anythingllm import (
     ANYTHINGLLM_CHAT_HEADERS,
     ANYTHINGLLM_EMBED_HEADERS,

@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from prompttap.collector.intercept.bundle import write_bundle
 from prompttap.collector.intercept.files import write_atomic
 from prompttap.collector.intercept.hosts import normalize_host

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+
 from prompttap.schemas.capture import COLUMNS, JSON_COLUMNS
 
 

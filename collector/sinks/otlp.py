@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
 from prompttap.collector.sinks.base import Misconfigured, Rejected
 from prompttap.schemas.credentials import is_secret_name, scrub, strip_userinfo
 from prompttap.schemas.spans import SCOPE_NAME, SCOPE_VERSION, AttrValue, CaptureSpan, resource_attributes, span_of

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
+
 from prompttap.inspector import queries
 from prompttap.inspector.api import parse_id
 from prompttap.inspector.diff import candidates

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from prompttap.inspector.export import parquet
 from prompttap.inspector.export.formats import Formatter
 from prompttap.inspector.export.redact import Redactor, redaction_counts

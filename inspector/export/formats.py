@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+
 from prompttap.inspector.export.langfuse import dataset_item
 from prompttap.inspector.export.request import ExportError
 from prompttap.schemas.openai_chat import OpenAIChat, ToolCallIds, non_text_parts

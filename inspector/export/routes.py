@@ -25,6 +25,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
 from prompttap.inspector.export.engine import (
     Export,
     Report,
@@ -36,7 +38,6 @@ from prompttap.inspector.export.engine import (
 )
 from prompttap.inspector.export.request import FORMATS, ExportError, parse_request
 from prompttap.inspector.web import store, templates
-from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api", tags=["export"])
 _REPORTS_KEPT = 100

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
 from prompttap.schemas.capture import CONVERSATION_APIS
 
 # finish reasons (lower-cased) of an answer that stopped before it was done.

@@ -217,6 +217,7 @@ class ServerSource(Source):
 
     def export(self, params, sel, opts, out, progress, pusher):  # type: ignore[no-untyped-def]
         import httpx
+
         from prompttap.inspector.export import PARTS, part_path
 
         try:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
+
 from prompttap.inspector.export.langfuse import item_chat
 
 _OPENAI_ROLES = frozenset({"system", "user", "assistant", "tool", "function"})

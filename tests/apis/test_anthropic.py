@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from prompttap.collector.apis.anthropic import understand_messages
 from prompttap.collector.apis.base import Exchange, Understanding, message
 from prompttap.collector.apis.events import parse_sse
 from prompttap.collector.apis.timing import ChunkClock, sse_events_at, tokens_per_second
-
 from tests.apis.support import chunk_at, stream_timings
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "apis" / "anthropic"

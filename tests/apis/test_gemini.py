@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from prompttap.collector.apis.base import Exchange, Understanding, message
 from prompttap.collector.apis.gemini import understand_generate
-
 from tests.apis.support import chunk_at, stream_timings
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "apis" / "gemini"

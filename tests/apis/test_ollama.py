@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from prompttap.collector.apis.base import Exchange, Understanding, message
 from prompttap.collector.apis.events import parse_ndjson_lines
 from prompttap.collector.apis.ollama import understand_chat, understand_embed, understand_generate
 from prompttap.collector.apis.timing import ndjson_lines_at
-
 from tests.apis.support import chunk_at, stream_timings
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "apis" / "ollama"

@@ -20,6 +20,7 @@ import yaml
 from genai_prices import Usage, calc_price
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from prompttap.collector.apis.base import Exchange, Understanding
 from prompttap.collector.apis.openai import understand_embeddings, understand_models
 from prompttap.collector.apis.openai_chat import understand_chat, understand_completions

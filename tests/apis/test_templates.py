@@ -7,6 +7,7 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from prompttap.schemas.templates import NO_SYSTEM_PROMPT_ID, context_blocks, normalize, template_of
 
 # --- AnythingLLM (see /work/shared/reference/anythingllm.md §2) -------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from prompttap.collector.apis.base import message
 from prompttap.collector.apis.threads import (
     ThreadIndex,
