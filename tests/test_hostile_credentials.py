@@ -13,6 +13,7 @@ upstream (credentials must be forwarded untouched) and the real embedded store:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import uuid
@@ -128,6 +129,12 @@ def test_a_route_url_password_reaches_the_upstream_as_basic_auth_and_nowhere_els
 
 @pytest.fixture
 def blackhole() -> Iterator[str]:
+    with unanswered() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def unanswered() -> Iterator[str]:
     """An address whose connections never complete: a listener with a full accept queue drops
     every further SYN, so connecting times out (the error aiohttp wrote the whole URL into)."""
     with socket.socket() as listener:
