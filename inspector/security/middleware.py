@@ -27,6 +27,7 @@ class SecurityMiddleware:
         self.token = token or None
         self.hosts = hosts or HostPolicy.build()
         self.secret = csrf.signing_key(self.token)
+        self.session = session_value(self.token) if self.token else None  # the cookie a login sets
 
     def new_csrf(self) -> str:
         return csrf.new_token(self.secret)
@@ -53,7 +54,7 @@ class SecurityMiddleware:
         good_bearer = bearer(headers, self.token)
         session = cookies.get(SESSION_COOKIE)
         authed = (
-            not self.token or good_bearer is True or (bool(session) and same_secret(session or "", self._session()))
+            not self.token or good_bearer is True or (bool(session) and same_secret(session or "", self.session or ""))
         )
         state = scope.setdefault("state", {})
         state.update(csrf_token=csrf_token, auth_required=bool(self.token), authenticated=authed)
@@ -79,9 +80,6 @@ class SecurityMiddleware:
                     await _refuse(send, path, headers, 403, csrf.CSRF_REFUSAL)
                     return
         await self.app(scope, receive, send)
-
-    def _session(self) -> str:
-        return session_value(self.token or "")
 
     async def _unauthenticated(self, scope: Scope, send: Send, headers: Headers, bad_bearer: bool) -> None:
         path = scope["path"]
