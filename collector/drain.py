@@ -80,6 +80,12 @@ class SinkWorker:
             return "misconfigured"
         return "failing" if self.failing_since else "ok"
 
+    def report_behind(self) -> None:
+        """Tell the CPU priority how many seconds this sink is behind (a sink that is down is behind, but
+        needs no CPU to be)."""
+        if self.priority is not None:
+            self.priority.update(self.sink.name, 0.0 if self.failing_since else self.spool.behind(self.sink.name))
+
     def _run(self) -> None:
         backoff = 0.1
         while not self.stopping.is_set():
@@ -93,9 +99,7 @@ class SinkWorker:
                 self.stopping.wait(BATCH_DELAY)
             delivered = self.drain_once()
             self.after_drain()
-            if self.priority is not None:  # a sink that is down has a backlog but needs no CPU
-                backlog = 0 if self.failing_since else self.spool.pending(self.sink.name)[0]
-                self.priority.update(self.sink.name, backlog)
+            self.report_behind()
             if delivered:
                 backoff = 0.1
             elif self.failing_since:

@@ -14,10 +14,14 @@ work that the spool lets run late. While recording keeps up:
   background thread runs (measured: added p99 2.2-2.9 ms -> 1.5-2.1 ms).
 
 Under sustained saturation that would starve recording and grow the spool without bound,
-so past ``CATCH_UP_AT`` waiting captures everything competes on every CPU again (background
-at nice 10) until the backlog is under ``CAUGHT_UP_AT``. Policy and affinity are per thread
-and inherited by the threads a thread creates; threads started later (the engine starts
-some on demand) are classified when the sinks next report their backlog.
+so once a sink is ``CATCH_UP_AT`` seconds behind (its oldest waiting capture was spooled that
+long ago) everything competes on every CPU again (background at nice 10) until every sink is
+under ``CAUGHT_UP_AT``. Seconds, not a count of captures: a burst is let wait whatever the
+proxy's speed (a count is crossed sooner the faster the proxy: at one connection, 20,000
+captures were 4-7 s of traffic; competing, the nice-10 encoder then kept the client and the
+upstream waiting up to a scheduler tick for their CPU, +1-2 ms on the traffic's p99).
+Policy and affinity are per thread and inherited by the threads a thread creates; threads
+started later (the engine starts some on demand) are classified when the sinks next report.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from pathlib import Path
 
 log = logging.getLogger("prompttap.priority")
 
-CATCH_UP_AT = 20_000
-"""Waiting captures (in any one sink) past which recording competes for the CPU."""
-CAUGHT_UP_AT = 2_000
-"""... and under which it yields again."""
+CATCH_UP_AT = 30.0
+"""Seconds any one sink is behind (the age of its oldest waiting capture) past which recording
+competes for the CPU: how late a capture may reach the store under a burst."""
+CAUGHT_UP_AT = 3.0
+"""... and under which, in every sink, it yields again."""
 CATCH_UP_NICE = 10
 GIL_SWITCH_INTERVAL = 0.0005
 """Seconds a Python thread may run before the event loop gets the GIL it asks for (Python's
@@ -102,7 +107,7 @@ class Priority:
         self.other_pids = other_pids  # helper processes (the encoder), by their current pid
         self.catching_up = False
         self.transitions = 0
-        self._backlog: dict[str, int] = {}
+        self._behind: dict[str, float] = {}
         self._seen: set[int] = set()
         self._lock = threading.Lock()
 
@@ -136,14 +141,14 @@ class Priority:
             if not self.catching_up:
                 _set(tid, "gil")  # a catch-up that began meanwhile has set it already
 
-    def update(self, sink: str, backlog: int) -> None:
-        """A sink reports how many captures wait for it; switch modes at the thresholds."""
+    def update(self, sink: str, behind: float) -> None:
+        """A sink reports how many seconds it is behind; switch modes at the thresholds."""
         with self._lock:
-            self._backlog[sink] = backlog
-            worst = max(self._backlog.values())
+            self._behind[sink] = behind
+            worst = max(self._behind.values())
             if not self.catching_up and worst > CATCH_UP_AT:
                 self.catching_up = True
-                log.info("recording is %d captures behind: it now competes with the traffic for the CPU", worst)
+                log.info("recording is %.0f s behind: it now competes with the traffic for the CPU", worst)
             elif self.catching_up and worst < CAUGHT_UP_AT:
                 self.catching_up = False
                 log.info("recording caught up: it yields the CPU to the traffic again")

@@ -123,6 +123,46 @@ def test_a_backlog_makes_recording_compete_until_it_has_caught_up():
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
+def test_a_burst_lets_recording_fall_behind_without_competing_with_the_traffic(tmp_path):
+    """A burst spools more captures than the sinks take at once; recording keeps yielding the CPU while
+    the oldest waiting capture is younger than CATCH_UP_AT seconds, however many wait (it used to
+    compete from 20,000 on: at one connection, a 5 s burst, and the traffic's p99 rose by 1-2 ms)."""
+    script = textwrap.dedent(
+        f"""
+        import threading, orjson
+        from prompttap.collector.encoder import Encoder
+        from prompttap.collector.priority import CATCH_UP_AT, Priority
+        from prompttap.collector.recorder import SinkWorker
+        from prompttap.collector.sinks.clickhouse import ClickHouseSink
+        from prompttap.collector.spool import Spool
+        from prompttap.schemas.store import open_store, migrate
+        from tests.test_spans import capture, chat_body
+
+        store = open_store("chdb://memory")
+        migrate(store)
+        spool = Spool({str(tmp_path / "spool")!r}, ["clickhouse"])
+        record = orjson.dumps(capture(body=chat_body()).to_record())
+        for _ in range(30_000):
+            spool.append(record)
+        encoder = Encoder()
+        encoder.start()
+        priority = Priority(threading.get_native_id(), lambda: [encoder.pid])
+        priority.apply()
+        worker = SinkWorker(ClickHouseSink(store), spool, encoder, {str(tmp_path / "rejected")!r}, priority)
+        assert worker.drain_once()
+        worker.report_behind()
+        waiting, behind = spool.pending("clickhouse")[0], spool.behind("clickhouse")
+        assert waiting > 25_000 and behind < CATCH_UP_AT, (waiting, behind)
+        assert not priority.catching_up and priority.transitions == 0
+        encoder.close()
+        spool.close()
+        print("ok")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def _mapping_kib(pid: int, name: str, field: str) -> int:
     total, inside = 0, False
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():

@@ -176,6 +176,45 @@ def test_reopen_resumes_at_cursors(open_spool, tmp_path):
     assert batch.records == [*data[7:], b"after"] and batch.seqs == [7, 8, 9, 10]
 
 
+def test_behind_is_the_age_of_the_oldest_record_not_acked(open_spool):
+    sp = open_spool(consumers=("a", "b"))
+    assert sp.behind("a") == 0.0
+    for p in payloads(3):
+        sp.append(p)
+    time.sleep(0.6)
+    for p in payloads(2):
+        sp.append(p)
+    first = sp.behind("a")
+    assert first >= 0.6
+    sp.ack("a", sp.read("a", max_records=3))
+    then = sp.behind("a")  # the second group's age: 0.6 s younger
+    assert first - then >= 0.5 and then >= 0.0
+    assert sp.behind("b") >= first  # another consumer keeps its own place
+    sp.ack("a", sp.read("a"))
+    assert sp.behind("a") == 0.0
+
+
+def test_behind_never_says_a_record_is_older_than_it_is(open_spool, tmp_path, monkeypatch):
+    sp = open_spool()
+    for p in payloads(4):
+        sp.append(p)
+    sp.close()
+    time.sleep(0.3)
+    opened = time.monotonic()
+    sp = open_spool()  # spooled by an earlier process: counted from this opening
+    assert 0.0 < sp.behind("a") <= time.monotonic() - opened
+    sp.close()
+    monkeypatch.setattr(spool_mod.spool, "_MARKS", 2)
+    monkeypatch.setattr(spool_mod.spool, "_MARK_EVERY", 0.0)  # a mark per record: the oldest are dropped
+    sp = open_spool(directory=tmp_path / "other")
+    sp.append(b"old")
+    time.sleep(0.3)
+    since = time.monotonic()
+    for p in payloads(3):
+        sp.append(p)
+    assert sp.behind("a") <= time.monotonic() - since  # "old"'s mark is gone: at least as old as the oldest kept
+
+
 def test_ack_is_monotonic_and_checks_consumer(open_spool):
     sp = open_spool(consumers=("a", "b"))
     for p in payloads(5):

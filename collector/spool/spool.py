@@ -4,11 +4,13 @@ Its files are ``disk``'s; opening one is ``recovery``'s; reads are ``reads``'.""
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import os
 import re
 import threading
+import time
 import weakref
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -20,6 +22,10 @@ from prompttap.collector.spool.reads import Batch, ReadPlan, read_planned
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSYNCED_CAP = 256 * 2**20  # memory kept for fsyncgate rewrites; beyond it we can only report
 _MIN_SEGMENT = 2**20
+_MARK_EVERY = 0.25
+"""Seconds between the marks (seq, when appended) that ``behind`` reads: its precision."""
+_MARKS = 1024
+"""Marks kept (at one per ``_MARK_EVERY`` while appending: the last 256 s or more)."""
 
 
 class SpoolFull(Exception):
@@ -69,6 +75,10 @@ class Spool:
         for sid, off in found.corrupt:
             self._count_corrupt_locked(sid, off)
         self._next_seq = found.next_seq
+        self._opened = time.monotonic()
+        # (seq, when appended) of the first record appended _MARK_EVERY or more after the previous mark: the
+        # records from one mark's seq to the next's were appended within _MARK_EVERY of that mark's time.
+        self._marks: collections.deque[tuple[int, float]] = collections.deque(maxlen=_MARKS)
         self._open_segment_locked(found.next_segment, sync_old=False)
         self._cursors = {c: recovery.place(p, self._segs) for c, p in found.cursors.items()}
         self._unlink(self._gc_locked())
@@ -86,6 +96,9 @@ class Spool:
         with self._lock:
             if self._closed:
                 raise ValueError("spool is closed")
+            now = time.monotonic()
+            if not self._marks or now - self._marks[-1][1] >= _MARK_EVERY:
+                self._marks.append((self._next_seq, now))
             try:
                 self._write_locked(payload, check_limit=True)
             except (OSError, SpoolFull) as e:
@@ -368,6 +381,23 @@ class Spool:
         """(records, framed bytes) not yet acked by consumer."""
         with self._lock:
             return self._pending_locked(consumer)
+
+    def behind(self, consumer: str) -> float:
+        """Seconds since the oldest record ``consumer`` has not acked was appended (0.0: it has none), to
+        within ``_MARK_EVERY``. A record older than every mark (spooled before this process opened the
+        spool, or more than ``_MARKS`` marks ago) counts from the oldest time known: never older than it is."""
+        with self._lock:
+            seq = self._cursors[consumer].seq
+            if seq >= self._next_seq:
+                return 0.0
+            i = bisect.bisect_right(self._marks, seq, key=lambda mark: mark[0])
+            if i:
+                since = self._marks[i - 1][1]
+            elif len(self._marks) == _MARKS:
+                since = self._marks[0][1]  # older than every mark kept: at least this old
+            else:
+                since = self._opened  # spooled before this process opened the spool: at least this old
+            return max(0.0, time.monotonic() - since)
 
     def wait(self, timeout: float, consumer: str | None = None) -> bool:
         """Block until an append (or timeout). With consumer, return at once if it has unread data, which
