@@ -488,6 +488,22 @@ def test_redact_scrubs_and_counts(world: World, tmp_path: Path):
     assert "redacted: 2 email, 2 phone, 2 ip, 2 secret" in r.stdout, r.stdout
 
 
+def test_a_split_names_both_sides_even_when_one_is_empty(world: World, tmp_path: Path):
+    """One bucket in a million goes to train: every thread of this world lands in validation (CI once met
+    it by chance with --split 0.5, and the report had no "train" at all)."""
+    for via_server in (True, False):
+        if via_server:
+            world.ensure_running()
+        else:
+            world.ensure_stopped()  # the store itself, not the running serve
+        out = tmp_path / f"server-{via_server}" / "data.jsonl"
+        report = export(world, out, "--format", "openai-chat", "--per-capture", "--split", "0.000001",
+                        via_server=via_server)  # fmt: skip
+        validation = len(lines(out.with_name("data.validation.jsonl")))
+        assert validation > 0 and lines(out.with_name("data.train.jsonl")) == []
+        assert report["split"] == {"train": 0, "validation": validation}, report
+
+
 def test_split_is_deterministic_and_by_thread(world: World, tmp_path: Path):
     world.ensure_running()
     whole = tmp_path / "whole.jsonl"

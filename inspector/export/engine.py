@@ -22,6 +22,7 @@ import orjson
 from prompttap.inspector.export import parquet
 from prompttap.inspector.export.formats import Formatter
 from prompttap.inspector.export.redact import Redactor, redaction_counts
+from prompttap.inspector.export.request import PARTS
 from prompttap.inspector.export.select import Counts, Options, Selection, count, stream_rows
 from prompttap.inspector.export.validate import VALIDATORS
 from prompttap.schemas.credentials import strip_userinfo
@@ -110,6 +111,8 @@ class Export:
         validate = VALIDATORS[self.opts.format]
         identity = self.opts.format == "langfuse"
         cut = self.opts.cut
+        for part in [self.opts.part] if self.opts.part else PARTS if self.opts.split is not None else []:
+            self.report.split.setdefault(part, 0)  # a side no thread landed on is named, with 0
         done = 0
         last = time.monotonic()
         try:
