@@ -397,7 +397,7 @@ class Spool:
                 since = self._marks[0][1]  # older than every mark kept: at least this old
             else:
                 since = self._opened  # spooled before this process opened the spool: at least this old
-            return max(0.0, time.monotonic() - since)
+            return time.monotonic() - since
 
     def wait(self, timeout: float, consumer: str | None = None) -> bool:
         """Block until an append (or timeout). With consumer, return at once if it has unread data, which

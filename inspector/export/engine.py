@@ -111,8 +111,9 @@ class Export:
         validate = VALIDATORS[self.opts.format]
         identity = self.opts.format == "langfuse"
         cut = self.opts.cut
-        for part in [self.opts.part] if self.opts.part else PARTS if self.opts.split is not None else []:
-            self.report.split.setdefault(part, 0)  # a side no thread landed on is named, with 0
+        if self.opts.split is not None:  # each side this run writes is named, 0 if no thread landed on it
+            for part in (self.opts.part,) if self.opts.part else PARTS:
+                self.report.split.setdefault(part, 0)
         done = 0
         last = time.monotonic()
         try:
